@@ -1,0 +1,132 @@
+"""Run logging: TensorBoard scalars, the run's config as JSON, one ``log.txt`` line per finished run.
+
+``log.txt`` keeps the original's ``<exp>: <best metric>`` shape at the start of each line so old
+parsers still work; further fields follow as `` | key=value`` pairs, e.g.::
+
+    dmt-voc-20-1__p1--c: 69.12 | final=68.70 | protocol=whole | wall_s=812.4 | images_per_s=95.1 | peak_mem_gb=5.21 | device=NVIDIA H100 | procs=1
+
+:func:`parse_log_line` reads such lines back (``utils/report.py`` uses it).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from utils.io import append_line, write_text_atomic
+
+
+def format_log_line(exp_name: str, best: float, **fields: Any) -> str:
+    parts = [f"{exp_name}: {_fmt(best)}"]
+    parts += [f"{k}={_fmt(v)}" for k, v in fields.items() if v is not None]
+    return " | ".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 1e6 else f"{value:.6g}"
+    return str(value).replace("|", "/").replace("\n", " ")
+
+
+def parse_log_line(line: str) -> tuple[str, float, dict[str, str]] | None:
+    """``(exp_name, best, {key: value})`` for a log.txt line, or None for lines of another shape."""
+    line = line.strip()
+    head, *rest = line.split(" | ")
+    if ": " not in head:
+        return None
+    name, _, value = head.rpartition(": ")
+    try:
+        best = float(value)
+    except ValueError:
+        return None
+    fields = {}
+    for part in rest:
+        key, sep, val = part.partition("=")
+        if sep:
+            fields[key.strip()] = val.strip()
+    return name, best, fields
+
+
+def has_log_line(log_file: str | os.PathLike, exp_name: str) -> bool:
+    path = Path(log_file)
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8") as f:
+        return any((p := parse_log_line(line)) is not None and p[0] == exp_name for line in f)
+
+
+def record_run(log_file: str | os.PathLike, exp_name: str, best: float, **fields: Any) -> None:
+    """Append the run's line to ``log_file`` unless a line for ``exp_name`` is already there."""
+    if not has_log_line(log_file, exp_name):
+        append_line(log_file, format_log_line(exp_name, best, **fields))
+
+
+def save_config(path: str | os.PathLike, config: Mapping[str, Any]) -> None:
+    write_text_atomic(path, json.dumps(dict(config), indent=2, sort_keys=True, default=str) + "\n")
+
+
+class RunLogger:
+    """TensorBoard scalars under ``<log_dir>/<exp_name>``; a no-op on non-main ranks."""
+
+    def __init__(self, log_dir: str | os.PathLike, exp_name: str, enabled: bool = True) -> None:
+        self.path = Path(log_dir) / exp_name
+        self.enabled = enabled
+        self._writer = None
+
+    @property
+    def writer(self):
+        if self._writer is None and self.enabled:
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter(str(self.path))
+        return self._writer
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.enabled:
+            self.writer.add_scalar(tag, float(value), step)
+
+    def scalars(self, values: Mapping[str, float], step: int, prefix: str = "") -> None:
+        for tag, value in values.items():
+            self.scalar(prefix + tag, value, step)
+
+    def figure(self, tag: str, figure, step: int) -> None:
+        if self.enabled:
+            self.writer.add_figure(tag, figure, step)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def done_path(out_dir: str | os.PathLike, exp_name: str) -> Path:
+    return Path(out_dir) / f"{exp_name}.done.json"
+
+
+def finish_run(out_dir: str | os.PathLike, log_file: str | os.PathLike, exp_name: str, best: float,
+               **fields: Any) -> None:
+    """Mark a run finished: its ``.done.json`` record first, then its log.txt line.
+
+    Call only once every output of the run is in place. The record is what makes a run "finished"
+    for :func:`finished_run`, so a process killed between the two writes is repaired on the next
+    call instead of losing or duplicating the log line.
+    """
+    record = {"exp_name": exp_name, "best": best, **fields}
+    write_text_atomic(done_path(out_dir, exp_name), json.dumps(record, indent=2, default=str) + "\n")
+    record_run(log_file, exp_name, best, **fields)
+
+
+def finished_run(out_dir: str | os.PathLike, log_file: str | os.PathLike, exp_name: str) -> dict | None:
+    """The record of a finished run (repairing a missing log.txt line), or None if it is not finished."""
+    path = done_path(out_dir, exp_name)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    fields = {k: v for k, v in record.items() if k not in ("exp_name", "best")}
+    record_run(log_file, exp_name, record["best"], **fields)
+    return record
