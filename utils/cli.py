@@ -1,0 +1,56 @@
+"""Command-line flags every entry point shares, and turning them into a runtime set-up."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+from utils import distributed
+from utils.amp import Precision, choose_mode
+from utils.runtime import configure_backends, resolve_device, seed_everything
+
+
+def add_runtime_args(p: argparse.ArgumentParser, default_workers: int = 4, default_seed: int = 1) -> None:
+    g = p.add_argument_group("runtime")
+    g.add_argument("--seed", type=int, default=default_seed, help="seeds torch, random and numpy")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    g.add_argument("--workers", type=int, default=default_workers, help="new: DataLoader worker processes")
+    g.add_argument("--mixed-precision", action="store_true",
+                   help="autocast (torch.amp) training/labelling, in place of the original's apex O1")
+    g.add_argument("--amp-dtype", choices=["auto", "bf16", "fp16"], default="auto",
+                   help="new: autocast dtype with --mixed-precision (auto: bf16 where supported, else fp16 + GradScaler)")
+    g.add_argument("--channels-last", action="store_true", help="new: channels_last memory format (faster on GPUs)")
+    g.add_argument("--compile", action="store_true", help="new: torch.compile the model")
+    g.add_argument("--deterministic", action="store_true",
+                   help="new: deterministic algorithms (bit-reproducible runs; slower on GPU)")
+
+
+@dataclass
+class Runtime:
+    device: torch.device
+    dist: distributed.DistInfo
+    precision: Precision
+    memory_format: torch.memory_format
+
+
+def setup_runtime(args: argparse.Namespace) -> Runtime:
+    """Device, torchrun process group, seeds, backend switches and precision from the shared flags.
+
+    Under torchrun every rank is seeded with ``seed + rank`` so that random augmentations differ
+    across ranks while the model initialisation (seeded before wrapping, then broadcast by DDP) agrees.
+    """
+    device, info = distributed.setup(resolve_device(args.device))
+    seed_everything(args.seed + info.rank)
+    configure_backends(device, deterministic=getattr(args, "deterministic", False))
+    precision = Precision(choose_mode(args.mixed_precision, args.amp_dtype, device), device)
+    fmt = torch.channels_last if getattr(args, "channels_last", False) else torch.contiguous_format
+    return Runtime(device, info, precision, fmt)
+
+
+def data_loader_kwargs(workers: int, device: torch.device) -> dict:
+    """pin_memory on GPU, persistent workers and prefetching when there are workers."""
+    kwargs: dict = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=4)
+    return kwargs
