@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-from data.synthetic import _map
+from data.synthetic import parallel_map
 from utils.errors import UserError
 
 
@@ -54,4 +54,4 @@ def add_workers_flag(parser: argparse.ArgumentParser) -> None:
 
 def run_jobs(fn: Callable, jobs: Sequence, workers: int) -> Iterator:
     """``map(fn, jobs)`` in order, in up to ``workers`` processes (one per CPU at most)."""
-    return _map(fn, jobs, min(workers, os.cpu_count() or 1))
+    return parallel_map(fn, jobs, min(workers, os.cpu_count() or 1))

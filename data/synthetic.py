@@ -585,7 +585,7 @@ def _check_size(h: int, w: int, what: str) -> None:
 # ----------------------------------------------------------------------------------------------
 # Per-image jobs (top-level so that a process pool can run them; results are encoded files)
 # ----------------------------------------------------------------------------------------------
-def _map(fn: Callable, jobs: Sequence, workers: int) -> Iterator:
+def parallel_map(fn: Callable, jobs: Sequence, workers: int) -> Iterator:
     """``map(fn, jobs)`` in order, in ``workers`` processes when > 1 (same output either way)."""
     if workers <= 1 or len(jobs) < 64:
         yield from map(fn, jobs)
@@ -682,7 +682,7 @@ def make_voc(root: str | os.PathLike, num_train: int = 200, num_val: int = 50,
         trainaug, train, val = voc_ids(num_train, num_val, seed)
         for split, ids in (("train", trainaug), ("val", val)):
             jobs = [(seed, split, index, size, size_range) for index in range(len(ids))]
-            for image_id, (jpeg, png) in zip(ids, _map(_voc_job, jobs, workers)):
+            for image_id, (jpeg, png) in zip(ids, parallel_map(_voc_job, jobs, workers)):
                 _write_bytes(base / "JPEGImages" / f"{image_id}.jpg", jpeg)
                 _write_bytes(base / "SegmentationClassAug" / f"{image_id}.png", png)
         lists = base / "ImageSets" / "Segmentation"
@@ -715,7 +715,7 @@ def make_cityscapes(root: str | os.PathLike, num_train: int = 40, num_val: int =
         for split, count in (("train", num_train), ("val", num_val)):
             entries = city_entries(split, count)
             jobs = [(seed, split, index, size) for index in range(count)]
-            for entry, files in zip(entries, _map(_city_job, jobs, workers)):
+            for entry, files in zip(entries, parallel_map(_city_job, jobs, workers)):
                 city, name = entry.split("/")
                 for suffix, data in files.items():
                     folder = "leftImg8bit" if suffix.startswith("leftImg8bit") else "gtFine"
@@ -730,7 +730,7 @@ def _cifar_split(seed: int, split: str, per_class: int, workers: int) -> tuple[n
     order_rng = sample_rng(seed, "cifar10", "order", SPLIT_CODES[split])
     labels = order_rng.permutation(np.repeat(np.arange(len(CIFAR_STYLES)), per_class))
     jobs = [(seed, split, index, int(cls)) for index, cls in enumerate(labels)]
-    data = np.stack(list(_map(_cifar_job, jobs, workers))).astype(np.uint8)
+    data = np.stack(list(parallel_map(_cifar_job, jobs, workers))).astype(np.uint8)
     return labels, data
 
 
