@@ -34,7 +34,7 @@ arguments finds the marker and returns at once; other arguments on the same root
 CLI::
 
     python -m data.synthetic --kind voc|cityscapes|cifar10 --root DIR [--num-train N] [--num-val N]
-        [--size H W | --size-range LO HI | --image-size S] [--seed S] [--workers N]
+        [--size H W | --size-range LO HI | --image-size S] [--classes N] [--seed S] [--workers N]
 
 For cifar10, --num-train / --num-val are images PER CLASS (train over 5 batches / test_batch).
 Functions: make_voc(root, num_train, num_val, size=None, size_range=(72, 128), seed, workers),
@@ -348,17 +348,18 @@ def sample_rng(seed: int, kind: str, split: str, index: int) -> np.random.Genera
 # Per-kind sample renderers
 # ----------------------------------------------------------------------------------------------
 def render_voc_sample(h: int, w: int, rng: np.random.Generator, first_class: int | None = None,
-                      border: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                      border: int = 1, num_classes: int = VOC_NUM_CLASSES - 1) -> tuple[np.ndarray, np.ndarray]:
     """One VOC-like (image uint8 (h, w, 3), label uint8 (h, w)) pair with 1-4 objects.
 
     ``first_class`` (1..20) forces one object (drawn last, on top) to that class, which keeps the
     classes balanced and guarantees that every class appears in any 20 consecutive images.
+    ``num_classes`` (≤ 20): objects are drawn from classes 1..num_classes only (an easier set).
     """
     image = smooth_background(h, w, rng)
     side = min(h, w)
     add_clutter(image, rng, int(rng.integers(2, 7)), (0.08 * side, 0.35 * side))
     n_objects = int(rng.integers(1, 5))
-    classes = [int(c) for c in rng.integers(1, VOC_NUM_CLASSES, n_objects)]
+    classes = [int(c) for c in rng.integers(1, num_classes + 1, n_objects)]
     if first_class is not None:
         classes[-1] = first_class
     classes_map = np.zeros((h, w), dtype=np.uint8)
@@ -595,14 +596,14 @@ def parallel_map(fn: Callable, jobs: Sequence, workers: int) -> Iterator:
 
 
 def _voc_job(job: tuple) -> tuple[bytes, bytes]:
-    """(seed, split, index, size or None, size_range) -> (JPEG bytes, palette PNG bytes)."""
-    seed, split, index, size, size_range = job
+    """(seed, split, index, size or None, size_range, classes) -> (JPEG bytes, palette PNG bytes)."""
+    seed, split, index, size, size_range, classes = job
     rng = sample_rng(seed, "voc", split, index)
     if size is not None:
         h, w = size
     else:
         h, w = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
-    image, label = render_voc_sample(h, w, rng, first_class=1 + index % (VOC_NUM_CLASSES - 1))
+    image, label = render_voc_sample(h, w, rng, first_class=1 + index % classes, num_classes=classes)
     png = Image.fromarray(label, "L").convert("P")
     png.putpalette(VOC_PALETTE.reshape(-1).tolist())
     return _encode(Image.fromarray(image, "RGB"), "JPEG", quality=90), _encode(png, "PNG")
@@ -655,13 +656,16 @@ def voc_ids(num_train: int, num_val: int, seed: int) -> tuple[list[str], list[st
 def make_voc(root: str | os.PathLike, num_train: int = 200, num_val: int = 50,
              size: tuple[int, int] | None = None,
              size_range: tuple[int, int] = VOC_DEFAULT_SIZE_RANGE, seed: int = 0,
-             workers: int = 1) -> Path:
+             workers: int = 1, classes: int = VOC_NUM_CLASSES - 1) -> Path:
     """Write a synthetic VOC 2012 (trainaug) dataset; return ``<root>/VOCdevkit/VOC2012``.
 
     ``size`` = (h, w) fixes every image's size; otherwise h and w are drawn independently and
     uniformly from the integers in ``size_range`` (inclusive), like VOC's varying image sizes.
-    ``workers`` > 1 renders in that many processes (identical output).
+    ``workers`` > 1 renders in that many processes (identical output). ``classes`` (1..20): only
+    object classes 1..classes occur (the label files keep VOC's 21-class format).
     """
+    if not 1 <= classes <= VOC_NUM_CLASSES - 1:
+        raise UserError(f"classes={classes}: VOC has 20 object classes; choose 1..20")
     _check_count(num_train, "num_train")
     _check_count(num_val, "num_val")
     _check_workers(workers)
@@ -676,12 +680,14 @@ def make_voc(root: str | os.PathLike, num_train: int = 200, num_val: int = 50,
         size_range = (lo, hi)
     args = {"num_train": num_train, "num_val": num_val, "size": size,
             "size_range": None if size is not None else size_range, "seed": seed}
+    if classes != VOC_NUM_CLASSES - 1:
+        args["classes"] = classes
 
     def build(staging: Path) -> None:
         base = staging / "VOCdevkit" / "VOC2012"
         trainaug, train, val = voc_ids(num_train, num_val, seed)
         for split, ids in (("train", trainaug), ("val", val)):
-            jobs = [(seed, split, index, size, size_range) for index in range(len(ids))]
+            jobs = [(seed, split, index, size, size_range, classes) for index in range(len(ids))]
             for image_id, (jpeg, png) in zip(ids, parallel_map(_voc_job, jobs, workers)):
                 _write_bytes(base / "JPEGImages" / f"{image_id}.jpg", jpeg)
                 _write_bytes(base / "SegmentationClassAug" / f"{image_id}.png", png)
@@ -793,6 +799,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                        help="voc only: h and w drawn uniformly from LO..HI (default 72 128)")
     sizes.add_argument("--image-size", type=int, metavar="S",
                        help="shorthand: voc S x S, cityscapes S x 2S")
+    parser.add_argument("--classes", type=int, default=None,
+                        help="voc only: use object classes 1..N (default all 20; fewer make an easier set)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1,
                         help="render in this many processes (same output); default 1")
@@ -809,7 +817,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         size = tuple(args.size) if args.size else (
             (args.image_size, args.image_size) if args.image_size else None)
         path = make_voc(args.root, size=size, size_range=tuple(args.size_range or VOC_DEFAULT_SIZE_RANGE),
-                        **counts, **common)
+                        classes=args.classes or VOC_NUM_CLASSES - 1, **counts, **common)
     else:
         if args.size_range:
             raise UserError(f"{args.root}: --size-range is for voc only; use --size H W for cityscapes")

@@ -310,3 +310,13 @@ def test_cli(tmp_path, capsys):
     assert run_cli(syn.main, ["--kind", "cifar10", "--root", str(tmp_path / "y"), "--size", "32", "32"]) == 2
     err = capsys.readouterr().err
     assert err.count("error: ") == 2 and "num_train=0" in err
+
+
+def test_voc_subset_of_classes(tmp_path):
+    root = syn.make_voc(tmp_path, num_train=12, num_val=3, size=(40, 40), classes=3)
+    values = set()
+    for png in (root / "SegmentationClassAug").glob("*.png"):
+        values |= set(np.unique(np.array(Image.open(png))).tolist())
+    assert values <= {0, 1, 2, 3, 255} and {1, 2, 3} <= values
+    with pytest.raises(UserError):
+        syn.make_voc(tmp_path / "bad", num_train=2, num_val=1, classes=21)
