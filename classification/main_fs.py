@@ -1,0 +1,27 @@
+"""Supervised WRN-28-2 baseline on CIFAR-10 with mixup, and testing a checkpoint (SPEC §1.2, §9.3).
+
+    python -m classification.main_fs --state 1 --train-set 400_seed1_labeled --ra --n 1 --m 10 --alpha 0.75 ...
+    python -m classification.main_fs --state 2 --continue-from RUN--ema.pt [--valtiny] [--fine-grain]
+
+``--state 1`` trains (:mod:`classification.training`); ``--state 2`` tests ``--continue-from`` on
+the test set (valtiny with ``--valtiny``) and appends the result to ``<out-dir>/<log>.txt``
+(:mod:`classification.evaluation`). Flags: :mod:`classification.options`. A run whose
+``<out-dir>/<exp>.done.json`` exists is skipped; an interrupted training run resumes.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from classification.entry import run_program
+from classification.options import parse_fs
+from utils.errors import run_cli
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_fs(argv)
+    run_program(args, "test" if args.state == 2 else "baseline")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))
