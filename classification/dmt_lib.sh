@@ -6,7 +6,9 @@
 #                missing splits are made with classification.generate_splits)
 #   OUT          output folder (default runs/<experiment>-<seed>): checkpoints, log.txt, tb/, pseudo/
 #   DEVICE       auto | cpu | cuda              NGPUS    processes (torchrun when > 1; batches are global)
-#   WORKERS      DataLoader workers per loader  AMP      1: --mixed-precision (default), 0: fp32
+#   WORKERS      DataLoader workers (default 8: RandAugment on 512 images per step is CPU work)
+#   AMP          1: --mixed-precision (default; bf16 autocast where supported, add
+#                EXTRA_ARGS="--amp-dtype fp16" for the original's fp16 numerics), 0: fp32
 #   RATIOS       the phases' label ratios (default "0.2 0.4 0.6 0.8 1.0")
 #   PHASE_SEEDS  the phases' seeds (default "6 7 8 9 10": hard-coded in the original, SPEC §11.22)
 #   CL_OUT       (dmt scripts) output folder of the CL run whose phase-0 model is reused
@@ -36,7 +38,7 @@ cls_setup() {
     DATA_ROOT="$(realpath -m "${DATA_ROOT:-$REPO_ROOT/datasets/cifar10}")"
     OUT="$(realpath -m "${OUT:-$REPO_ROOT/runs/$EXP}")"
     DEVICE="${DEVICE:-auto}"
-    WORKERS="${WORKERS:-4}"
+    WORKERS="${WORKERS:-8}"
     AMP="${AMP:-1}"
     RATIOS="${RATIOS:-0.2 0.4 0.6 0.8 1.0}"
     PHASE_SEEDS="${PHASE_SEEDS:-6 7 8 9 10}"
@@ -71,18 +73,20 @@ baseline() {
 
 # adopt_baseline CL_EXPERIMENT: phase 0 of a DMT script is the CL script's phase-0 model when that
 # run has finished (as the original's ss-dmt-full-1.sh, SPEC §1.2); its EMA is copied to this
-# experiment's phase-0 name. Otherwise phase 0 is trained here.
+# experiment's phase-0 name (and $OUT/<p0 run>.adopted names the source). Otherwise, or when phase 0
+# was already trained here, phase 0 is trained (or skipped as finished) here.
 adopt_baseline() {
     local cl_exp="$1-$SEED"
     local cl_out="${CL_OUT:-$REPO_ROOT/runs/$cl_exp}"
     local src="$cl_out/${cl_exp}__p0--ema.pt" dst="$OUT/$(run_name 0)--ema.pt" marker="$OUT/$(run_name 0).adopted"
-    if [ ! -f "$marker" ] && [ -f "$cl_out/${cl_exp}__p0.done.json" ] && [ -f "$src" ]; then
+    if [ ! -f "$marker" ] && [ ! -f "$OUT/$(run_name 0).done.json" ] \
+       && [ -f "$cl_out/${cl_exp}__p0.done.json" ] && [ -f "$src" ]; then
         echo "== reusing the phase-0 model of $cl_exp: $src"
         cp "$src" "$dst.tmp.$$" && mv "$dst.tmp.$$" "$dst"
         printf '%s\n' "$src" > "$marker"
     fi
     if [ ! -f "$marker" ]; then
-        echo "== no finished $cl_exp phase 0 in $cl_out: training phase 0 here"
+        echo "== phase 0 is $(run_name 0) (no finished $cl_exp phase 0 reused from $cl_out)"
         baseline
     fi
 }

@@ -23,7 +23,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from classification import options
 from classification.augment import eval_transform
 from classification.cifar import cifar_folder, pseudo_set_name, unlabelled_dataset, write_pseudo
 from classification.evaluation import load_wrn
