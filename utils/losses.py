@@ -71,7 +71,8 @@ def _stats(labels, valid, parts, weights, split_index, raw_sum, count) -> dict[s
     return {
         "disagree": disagree.sum().float(),
         "current_win": (disagree & parts["current_win"]).sum().float(),
-        "avg_weights": weights[valid].float().mean() if valid.any() else weights.new_zeros(()),
+        # masked mean without boolean indexing: no device→host sync in the training step
+        "avg_weights": (weights.float() * valid).sum() / valid.sum().clamp_min(1),
         "loss": raw_sum / count,
     }
 
