@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new: sliding-window stride (default: 2/3 of the window)")
     p.add_argument("--eval-scales", type=float, nargs="+", default=[0.5, 0.75, 1.0, 1.25, 1.5],
                    help="new: scales of --eval-protocol msf")
+    p.add_argument("--eval-no-flip", action="store_true", help="new: --eval-protocol msf without the mirrored passes")
+    p.add_argument("--online-double-step", action="store_true",
+                   help="new: --loss online steps the optimizer a second time per iteration, as the original "
+                        "main_online.py did (SPEC §11.18); off = one step")
     # --- new: runtime
     p.add_argument("--resume-every", type=int, default=500,
                    help="new: iterations between resume checkpoints (also after every validation)")

@@ -125,3 +125,26 @@ def paired_batches(primary: EpochStream, secondary: EpochStream, start: int = 0)
     """DMT's batch pairs: step ``s`` takes batch ``s`` of the primary (pseudo) stream, which defines
     the epoch, and batch ``s`` of the secondary (labelled) stream, which restarts when exhausted."""
     return zip(primary.iterate(start), secondary.iterate(start))
+
+
+class ShardSampler(Sampler):
+    """This rank's share of ``range(size)`` for evaluation and labelling: every ``world``-th index
+    from ``rank``, in order, **without** padding (unlike training), so that no sample is counted
+    twice when the ranks' results are summed or pooled."""
+
+    def __init__(self, size: int) -> None:
+        d = dist_info()
+        self.indices = list(range(d.rank, size, d.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, collate_fn: Callable | None = None,
+                **loader_kwargs: Any) -> DataLoader:
+    """A loader over this rank's :class:`ShardSampler` share of ``dataset``, in order, no drop_last."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),  # type: ignore[arg-type]
+                      drop_last=False, collate_fn=collate_fn, **loader_kwargs)

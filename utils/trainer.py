@@ -59,7 +59,7 @@ class Trainer:
                  snapshot_path: str | os.PathLike | None, resume_path: str | os.PathLike | None,
                  log_every: int = 0, resume_every: int = 0, ema=None, snapshot_on_equal: bool = False,
                  initial_eval: bool = False, metric_name: str = "metric", desc: str = "train",
-                 is_main: bool = True) -> None:
+                 is_main: bool = True, post_step: Callable[[int], None] | None = None) -> None:
         if total_steps < 1:
             raise UserError(f"{desc}: the run has {total_steps} iterations; raise --epochs or add data")
         self.model, self.optimizer, self.scheduler, self.precision = model, optimizer, scheduler, precision
@@ -71,6 +71,7 @@ class Trainer:
         self.resume_path = Path(resume_path) if resume_path else None
         self.snapshot_on_equal, self.initial_eval = snapshot_on_equal, initial_eval
         self.metric_name, self.desc, self.is_main = metric_name, desc, is_main
+        self.post_step = post_step  # called with the step number after the optimizer step, before the LR step
         self.best = -math.inf
         self.step = 0
 
@@ -151,6 +152,8 @@ class Trainer:
             loss, stats, images = step_fn(batch, self.step)
             finite &= torch.isfinite(loss.detach())
             self.precision.step(loss, self.optimizer)
+            if self.post_step is not None:
+                self.post_step(self.step)
             self.scheduler.step()
             if self.ema is not None:
                 self.ema.update(self.model)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Naive dynamic-weighting ablation, PASCAL VOC 2012 1/50, split 2 (SPEC §1.4, §3.2, §7.3 abl_naive.sh):
+# the l/r mutual loop of SPEC §1.3 (phases on the whole 211-image set) with w = p_y^5 on every
+# pseudo pixel; its labelling runs in fp32, as the original's.
+# Needs abl-baseline.sh first (BASELINE_OUT, default runs/abl-baseline-<split id>).
+#   ./segmentation/abl-naive.sh [SPLIT_ID, default 2]
+# Every variable below can be overridden from the environment (see segmentation/dmt_lib.sh).
+SID=${1:-2}
+TRAIN_SET=${TRAIN_SET:-50}
+LOSS=${LOSS:-naive}
+PHASE_EPOCHS=${PHASE_EPOCHS:-4}
+PHASE_LR=${PHASE_LR:-0.001}
+PHASE_VAL=${PHASE_VAL:-500}
+GAMMA1=${GAMMA1:-5}
+GAMMA2=${GAMMA2:-5}               # the naive weight's exponent
+BATCH_LABELED=${BATCH_LABELED:-1}
+BATCH_PSEUDO=${BATCH_PSEUDO:-7}
+LABEL_BATCH=${LABEL_BATCH:-8}
+LABEL_AMP=${LABEL_AMP:-0}         # fp32 labelling
+source "$(dirname "$0")/dmt_lib.sh"
+seg_setup voc
+ablation_mutual "$TRAIN_SET"

@@ -1,0 +1,172 @@
+"""Segmentation evaluation: class probabilities under three test protocols, and the val loop (SPEC §8).
+
+Protocols (``--eval-protocol``), all on the test-preprocessed batch (VOC padded to 505×505, City
+resized to 512×1024), all returning softmax probabilities at the batch's size:
+
+* ``whole`` — the paper's: one forward of the whole image, logits upsampled bilinearly
+  (align_corners=True) to the image size, softmax (SPEC §8).
+* ``sliding`` — windows of ``--eval-crop`` at ``--eval-stride`` (the last window of a row/column is
+  aligned to the border); each window's probabilities are computed as in ``whole`` and averaged
+  over the windows covering a pixel.
+* ``msf`` — multi-scale + flip: the image resized by each of ``--eval-scales`` (bilinear,
+  align_corners=False, no antialias, as the training RandomScale), and (unless ``--eval-no-flip``)
+  also mirrored; each pass's logits are mirrored back, upsampled to the image size and soft-maxed;
+  the probabilities are averaged over all passes.
+
+:func:`evaluate` accumulates a confusion matrix on the device over this rank's share of the set,
+sums it over torchrun ranks and reads it back once: ``{"miou", "pixel_acc"}`` (×100).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segmentation import builders, run_state
+from segmentation.datasets import collate
+from utils.batches import eval_loader
+from utils.cli import Runtime, data_loader_kwargs
+from utils.cost import CostMeter
+from utils.metrics import ConfusionMatrix
+from utils.run_log import finish_run
+
+PROTOCOLS = ("whole", "sliding", "msf")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str = "whole"
+    window: tuple[int, int] | None = None   # sliding: window (h, w)
+    stride: tuple[int, int] | None = None   # sliding: stride (h, w)
+    scales: tuple[float, ...] = (1.0,)      # msf
+    flip: bool = True                       # msf
+
+    def describe(self) -> str:
+        if self.name == "sliding":
+            return f"sliding({self.window[0]}x{self.window[1]}/{self.stride[0]}x{self.stride[1]})"
+        if self.name == "msf":
+            return f"msf({'/'.join(f'{s:g}' for s in self.scales)}{'+flip' if self.flip else ''})"
+        return self.name
+
+
+def protocol_from_args(args: argparse.Namespace) -> Protocol:
+    """The protocol of ``--eval-protocol``; the sliding window defaults to the training crop and
+    its stride to ⌈2/3⌉ of the window."""
+    window = tuple(args.eval_crop) if args.eval_crop else builders.crop_size(args)
+    stride = tuple(args.eval_stride) if args.eval_stride else tuple(max(1, math.ceil(2 * n / 3)) for n in window)
+    return Protocol(args.eval_protocol, window, stride, tuple(args.eval_scales), not args.eval_no_flip)
+
+
+def upsampled_probabilities(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Logits (any resolution) → float32 softmax at ``size``, upsampled bilinearly with align_corners=True."""
+    logits = logits.float()
+    if tuple(logits.shape[-2:]) != tuple(size):
+        logits = F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=True)
+    return logits.softmax(dim=1)
+
+
+def probabilities_whole(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return upsampled_probabilities(model(images), images.shape[-2:])
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Window offsets along one axis: every ``stride`` from 0, plus one aligned to the far border."""
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] + window < size:
+        starts.append(size - window)
+    return starts
+
+
+def probabilities_sliding(model: nn.Module, images: torch.Tensor, window: Sequence[int],
+                          stride: Sequence[int]) -> torch.Tensor:
+    h, w = images.shape[-2:]
+    wh, ww = min(window[0], h), min(window[1], w)
+    total: torch.Tensor | None = None
+    count = images.new_zeros((h, w), dtype=torch.float32)
+    for top in window_starts(h, wh, stride[0]):
+        for left in window_starts(w, ww, stride[1]):
+            probs = probabilities_whole(model, images[..., top:top + wh, left:left + ww])
+            if total is None:
+                total = probs.new_zeros(probs.shape[:2] + (h, w))
+            total[..., top:top + wh, left:left + ww] += probs
+            count[top:top + wh, left:left + ww] += 1
+    assert total is not None
+    return total / count
+
+
+def probabilities_msf(model: nn.Module, images: torch.Tensor, scales: Iterable[float],
+                      flip: bool = True) -> torch.Tensor:
+    size = images.shape[-2:]
+    total: torch.Tensor | None = None
+    passes = 0
+    for scale in scales:
+        scaled = images
+        if scale != 1.0:
+            scaled_size = [max(1, int(round(scale * n))) for n in size]
+            scaled = F.interpolate(images, size=scaled_size, mode="bilinear", align_corners=False, antialias=False)
+        variants = [(scaled, False)] + ([(scaled.flip(-1), True)] if flip else [])
+        for batch, mirrored in variants:
+            logits = model(batch)
+            if mirrored:
+                logits = logits.flip(-1)
+            probs = upsampled_probabilities(logits, size)
+            total = probs if total is None else total + probs
+            passes += 1
+    if total is None:
+        raise ValueError("msf needs at least one scale")
+    return total / passes
+
+
+def probabilities(model: nn.Module, images: torch.Tensor, protocol: Protocol) -> torch.Tensor:
+    """N×C×H×W softmax probabilities of ``images`` under ``protocol``."""
+    if protocol.name == "whole":
+        return probabilities_whole(model, images)
+    if protocol.name == "sliding":
+        return probabilities_sliding(model, images, protocol.window, protocol.stride)
+    if protocol.name == "msf":
+        return probabilities_msf(model, images, protocol.scales, protocol.flip)
+    raise ValueError(f"unknown protocol {protocol.name!r}; choose one of {PROTOCOLS}")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, precision,
+             protocol: Protocol = Protocol(),
+             memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
+    """mIoU and pixel accuracy (×100) of ``model`` (put in eval mode by the caller) over ``loader``'s
+    ``(images, labels)`` batches, summed over torchrun ranks (SPEC §8)."""
+    matrix = ConfusionMatrix(num_classes, device)
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with precision.autocast():
+            probs = probabilities(model, images, protocol)
+        matrix.update(labels.to(device, non_blocking=True), probs.argmax(dim=1))
+    result = matrix.all_reduce().compute()
+    return {"miou": result["miou"], "pixel_acc": result["pixel_acc"]}
+
+
+def run_test(args: argparse.Namespace, rt: Runtime) -> dict[str, float]:
+    """``--state 3``: evaluate ``--continue-from`` on val (valtiny) with ``--eval-protocol``; the
+    result goes to log.txt as ``<exp>: <mIoU> | pixel_acc=... | protocol=... | <cost>``."""
+    dataset = builders.evaluation_set(args)
+    batch = max(1, (args.batch_size_labeled + args.batch_size_pseudo) // rt.dist.world_size)
+    loader = eval_loader(dataset, batch, collate_fn=collate, **data_loader_kwargs(args.workers, rt.device))
+    model = builders.build_model(args, rt.device, rt.memory_format).eval()
+    protocol = protocol_from_args(args)
+    cost = CostMeter(rt.device)
+    metrics = evaluate(model, loader, builders.num_classes(args), rt.device, rt.precision, protocol, rt.memory_format)
+    cost.add(len(dataset) // rt.dist.world_size)
+    if rt.dist.is_main:
+        files = run_state.run_files(args)
+        finish_run(files.out_dir, files.log_file, args.exp_name, metrics["miou"],
+                   pixel_acc=metrics["pixel_acc"], protocol=protocol.describe(), val=builders.val_list(args),
+                   weights=args.continue_from, **cost.fields())
+        print(f"{args.exp_name}: {builders.val_list(args)} mIoU {metrics['miou']:.2f}, pixel accuracy "
+              f"{metrics['pixel_acc']:.2f} ({protocol.describe()})", flush=True)
+    return metrics

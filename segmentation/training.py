@@ -1,0 +1,157 @@
+"""Supervised (``--state 2``) and DMT (``--state 1``) training of DeepLab-v2 (SPEC §1.1, §3, §7.1, §8).
+
+* Supervised: batches of ``--batch-size-labeled`` from ``{train-set}_labeled_{sets-id}``;
+  L = epochs × len(labelled loader).
+* DMT: step s takes batch s of the pseudo stream (the whole unlabelled list read from
+  ``--pseudo-dir``; it defines the epoch, L = epochs × len(pseudo loader)) and batch s of the
+  labelled stream (restarted when exhausted), concatenates [pseudo; labelled] and runs one forward;
+  the loss (``--loss``, SPEC §3.1–3.2) gets split_index = the pseudo batch size. ``--loss online``
+  reads no pseudo folder: the unlabelled images get their targets from the model itself.
+* SGD (momentum 0.9, ``--weight-decay`` on every parameter, backbone and head groups at the same
+  lr), poly schedule per iteration, a fresh optimizer every run (SPEC §7.1, §11.20); weights from
+  ``--continue-from`` only.
+* The loop, validation schedule, best snapshot, resume checkpoints and TensorBoard scalars are
+  :class:`utils.trainer.Trainer`'s. Validation uses ``--eval-protocol`` (default: whole image).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+import torch
+from torch import nn
+
+from segmentation import builders, evaluation, run_state
+from segmentation.datasets import collate, gt_to_pseudo_target
+from segmentation.models import parameter_groups
+from utils import distributed
+from utils.batches import EpochStream, eval_loader, paired_batches
+from utils.checkpoint import unwrap
+from utils.cli import Runtime, data_loader_kwargs
+from utils.errors import UserError
+from utils.losses import IGNORE_INDEX, build_loss
+from utils.run_log import RunLogger, finish_run, save_config
+from utils.schedules import poly_scheduler
+from utils.trainer import Trainer
+
+MOMENTUM = 0.9
+PSEUDO_SEED_OFFSET = 1_000_003  # the pseudo stream's shuffling seed differs from the labelled one's
+
+
+def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    return torch.optim.SGD(parameter_groups(model, args.lr), lr=args.lr, momentum=MOMENTUM,
+                           weight_decay=args.weight_decay)
+
+
+def check_pseudo_files(dataset) -> None:
+    """Every unlabelled image must have its pseudo-label file before training starts."""
+    missing = [i for i in dataset.ids if not dataset.pseudo_path(i).is_file()]
+    if missing:
+        raise UserError(f"{dataset.pseudo_path(missing[0])}: pseudo-label file not found ({len(missing)} of "
+                        f"{len(dataset.ids)} missing); rerun the labelling step (--state 1 --labeling) into "
+                        f"{dataset.pseudo_dir}")
+
+
+def to_device(x: torch.Tensor, device: torch.device, memory_format=None) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=memory_format) if memory_format is not None else x
+
+
+def supervised_step(model: nn.Module, loss_fn: nn.Module, rt: Runtime) -> Callable:
+    def step(batch, _step: int):
+        images, labels = batch
+        images = to_device(images, rt.device, rt.memory_format)
+        with rt.precision.autocast():
+            logits = model(images)
+        loss, stats = loss_fn(logits, to_device(labels, rt.device))
+        return loss, stats, images.shape[0]
+    return step
+
+
+def dmt_step(model: nn.Module, loss_fn: nn.Module, rt: Runtime, online: bool) -> Callable:
+    """[pseudo; labelled] in one forward, split_index = the pseudo batch size (SPEC §3.1, §7.1)."""
+    def step(batch, _step: int):
+        (p_images, p_targets), (l_images, l_labels) = batch
+        split = p_images.shape[0]
+        images = to_device(torch.cat([p_images, l_images]), rt.device, rt.memory_format)
+        labelled = gt_to_pseudo_target(to_device(l_labels, rt.device))
+        if online:  # the model labels these itself (OnlineLoss); no stored label may leak in
+            pseudo = torch.full((split,) + tuple(labelled.shape[1:]), float(IGNORE_INDEX), device=rt.device)
+        else:
+            pseudo = to_device(p_targets, rt.device)
+        with rt.precision.autocast():
+            logits = model(images)
+        loss, stats = loss_fn(logits, torch.cat([pseudo, labelled]), split_index=split)
+        return loss, stats, images.shape[0]
+    return step
+
+
+def run_training(args: argparse.Namespace, rt: Runtime) -> None:
+    dmt = args.state == 1
+    online = dmt and args.loss == "online"
+    loader_kwargs = data_loader_kwargs(args.workers, rt.device)
+    labelled_batch = distributed.per_rank(args.batch_size_labeled, "--batch-size-labeled")
+    labelled = EpochStream(builders.training_set(args, builders.labelled_list(args)), labelled_batch,
+                           seed=args.seed, collate_fn=collate, **loader_kwargs)
+    if dmt:
+        pseudo_batch = distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo")
+        if online:
+            pseudo_set = builders.training_set(args, builders.unlabelled_list(args))
+        else:
+            pseudo_set = builders.training_set(args, builders.unlabelled_list(args),
+                                               pseudo_dir=run_state.pseudo_dir(args))
+            check_pseudo_files(pseudo_set)
+        pseudo = EpochStream(pseudo_set, pseudo_batch, seed=args.seed + PSEUDO_SEED_OFFSET,
+                             collate_fn=collate, **loader_kwargs)
+        steps_per_epoch = len(pseudo)
+        batches = lambda start: paired_batches(pseudo, labelled, start)  # noqa: E731
+    else:
+        steps_per_epoch = len(labelled)
+        batches = labelled.iterate
+    total_steps = args.epochs * steps_per_epoch
+
+    val_batch = max(1, (args.batch_size_labeled + args.batch_size_pseudo) // rt.dist.world_size)  # SPEC §8
+    val_loader = eval_loader(builders.evaluation_set(args), val_batch, collate_fn=collate, **loader_kwargs)
+    protocol = evaluation.protocol_from_args(args)
+
+    model = builders.build_model(args, rt.device, rt.memory_format)
+    model = distributed.wrap_model(model, rt.device, sync_bn=args.sync_bn)
+    if args.compile:
+        model = torch.compile(model)
+    optimizer = make_optimizer(model, args)
+    scheduler = poly_scheduler(optimizer, total_steps)
+    if dmt:
+        loss_fn = build_loss(args.loss, args.gamma1, args.gamma2, args.online_threshold)
+        step_fn = dmt_step(model, loss_fn, rt, online)
+    else:
+        loss_fn = build_loss("dmt")  # no split: plain CE averaged over the labelled pixels
+        step_fn = supervised_step(model, loss_fn, rt)
+    num_classes = builders.num_classes(args)
+
+    def evaluate() -> dict[str, float]:
+        return evaluation.evaluate(unwrap(model), val_loader, num_classes, rt.device, rt.precision, protocol,
+                                   rt.memory_format)
+
+    files = run_state.run_files(args)
+    if rt.dist.is_main:
+        save_config(files.config, {**vars(args), "total_steps": total_steps,
+                                                   "steps_per_epoch": steps_per_epoch,
+                                                   "precision": rt.precision.mode, "world_size": rt.dist.world_size})
+    logger = RunLogger(files.tb_dir, args.exp_name, enabled=rt.dist.is_main)
+    post_step = (lambda _step: optimizer.step()) if online and args.online_double_step else None
+    trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, precision=rt.precision,
+                      total_steps=total_steps, val_every=args.val_num_steps, logger=logger, device=rt.device,
+                      snapshot_path=files.snapshot, resume_path=files.resume,
+                      log_every=max(1, steps_per_epoch // 10), resume_every=args.resume_every,
+                      metric_name="miou", desc=args.exp_name, is_main=rt.dist.is_main, post_step=post_step)
+    result = trainer.fit(batches, step_fn, evaluate)
+    logger.close()
+    if rt.dist.is_main:
+        if args.do_not_save:
+            files.snapshot.unlink(missing_ok=True)
+        finish_run(files.out_dir, files.log_file, args.exp_name, result.best,
+                   final=result.final, protocol=protocol.describe(), val=builders.val_list(args),
+                   iters=result.steps, **result.cost)
+        trainer.cleanup()
+        print(f"{args.exp_name}: best val mIoU {result.best:.2f}, final {result.final:.2f} "
+              f"({result.steps} iterations)", flush=True)
