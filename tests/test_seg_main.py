@@ -318,6 +318,11 @@ def corrupt_image(root):
     (root / "JPEGImages" / f"{first_labelled(root)}.jpg").write_bytes(b"not a jpeg")
 
 
+def corrupt_unlabelled_image(root):
+    first = (root / "ImageSets" / "Segmentation" / "20_unlabeled_0.txt").read_text().split()[0]
+    (root / "JPEGImages" / f"{first}.jpg").write_bytes(b"not a jpeg")
+
+
 def label_out_of_range(root):
     path = root / "SegmentationClassAug" / f"{first_labelled(root)}.png"
     label = np.array(Image.open(path))
@@ -334,6 +339,9 @@ BAD_INPUTS = {
     "dataset folder missing": (None, ["--state", "2"], "nowhere"),
     "split file missing": (None, ["--state", "2", "--train-set", "7"], "7_labeled_0.txt"),
     "unreadable image": (corrupt_image, ["--state", "2"], ".jpg"),
+    "unreadable image in a loader worker": (corrupt_image, ["--state", "2", "--workers", "1"], ".jpg"),
+    "unreadable image while labelling in a worker": (corrupt_unlabelled_image, [
+        "--state", "1", "--labeling", "--continue-from", "VOC_CKPT", "--workers", "1"], ".jpg"),
     "label out of range": (label_out_of_range, ["--state", "2"], ".png"),
     "label size mismatch": (label_wrong_size, ["--state", "2"], ".png"),
     "pseudo folder missing": (None, ["--state", "1", "--pseudo-dir", "PSEUDO_GONE"], "PSEUDO_GONE"),
@@ -344,17 +352,25 @@ BAD_INPUTS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_and_exit_2(case, voc, tmp_path, capsys):
-    mutate, extra, expected = BAD_INPUTS[case]
-    root = broken_copy(voc, tmp_path, mutate) if mutate else (tmp_path / "nowhere" if expected == "nowhere" else voc)
-    (tmp_path / "GARBAGE").write_bytes(b"\x00garbage")
-    save_checkpoint(tmp_path / "CITY_CKPT", model=deeplab_v2(19, "mobilenet_v3_large", pretrained=None))
-    partial = tmp_path / "PSEUDO_PARTIAL"
+@pytest.fixture(scope="module")
+def bad_files(voc, tmp_path_factory) -> Path:
+    """A garbage file, checkpoints of a 19- and a 21-class model, a pseudo folder missing one file."""
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "GARBAGE").write_bytes(b"\x00garbage")
+    save_checkpoint(folder / "CITY_CKPT", model=deeplab_v2(19, "mobilenet_v3_large", pretrained=None))
+    save_checkpoint(folder / "VOC_CKPT", model=deeplab_v2(21, "mobilenet_v3_large", pretrained=None))
+    partial = folder / "PSEUDO_PARTIAL"
     partial.mkdir()
     for sample_id in unlabelled_ids(voc)[1:]:
         np.save(partial / f"{sample_id}.npy", np.zeros((1, 1, 2), dtype=np.float32))
-    extra = [str(tmp_path / a) if a in ("PSEUDO_GONE", "PSEUDO_PARTIAL", "GARBAGE", "CITY_CKPT") else a for a in extra]
+    return folder
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(case, voc, bad_files, tmp_path, capsys):
+    mutate, extra, expected = BAD_INPUTS[case]
+    root = broken_copy(voc, tmp_path, mutate) if mutate else (tmp_path / "nowhere" if expected == "nowhere" else voc)
+    extra = [str(bad_files / a) if a.isupper() and a.replace("_", "").isalpha() else a for a in extra]
     out = tmp_path / "out"
     rc, _, err = run(common(root, out, "--exp-name", "bad", "--epochs", "1", "--batch-size-labeled", "4", *extra), capsys)
     lines = err.strip().splitlines()
