@@ -27,8 +27,8 @@ def add_runtime_args(p: argparse.ArgumentParser, default_workers: int = 4, defau
     g.add_argument("--amp-dtype", choices=["auto", "bf16", "fp16"], default="auto",
                    help="new: autocast dtype with --mixed-precision (auto: bf16 where supported, else fp16 + GradScaler)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="new: channels_last memory format (default: on with CUDA, where it is faster; off on CPU, "
-                        "where it is slower); --no-channels-last keeps NCHW on GPUs")
+                   help="new: channels_last memory format (default: on with CUDA, where tensor cores run NHWC; "
+                        "off on CPU, where it gave no reliable gain); --no-channels-last keeps NCHW on GPUs")
     g.add_argument("--compile", action="store_true", help="new: torch.compile the model")
     g.add_argument("--deterministic", action="store_true",
                    help="new: deterministic algorithms (bit-reproducible runs; slower on GPU)")
@@ -61,7 +61,9 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
 
 def memory_format_for(device: torch.device, channels_last: bool | None = None) -> torch.memory_format:
     """``--channels-last`` / ``--no-channels-last``, or when neither is given (None): channels_last on
-    CUDA (tensor-core convolutions run NHWC natively), NCHW on CPU (channels_last is slower there)."""
+    CUDA (tensor-core convolutions run NHWC natively), NCHW on CPU (no reliable gain measured there,
+    ``python -m bench.segmentation --device cpu``). Only the memory layout changes, not the numerics
+    beyond float rounding (tests/test_fast_step_equivalence.py)."""
     import torch
 
     use = device.type == "cuda" if channels_last is None else channels_last
