@@ -312,7 +312,8 @@ def workers_lines(results: dict[str, Any], pipeline: dict[str, Any] | None) -> l
 
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.segmentation", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m bench.segmentation",
+                                description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--backbone", choices=sorted(BACKBONES), default="resnet101")
     p.add_argument("--setting", choices=["voc", "city", "both"], default="both")
@@ -332,10 +333,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seeds the random weights")
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     args = p.parse_args(argv)
-    checks = (("--size-scale", args.size_scale, args.size_scale > 0), ("--iters", args.iters, (args.iters or 1) >= 1),
-              ("--warmup", args.warmup, (args.warmup or 0) >= 0),
-              ("--label-images", args.label_images, (args.label_images or 1) >= 1),
-              ("--eval-images", args.eval_images, (args.eval_images or 1) >= 1),
+    checks = (("--size-scale", args.size_scale, args.size_scale > 0),
+              ("--iters", args.iters, args.iters is None or args.iters >= 1),
+              ("--warmup", args.warmup, args.warmup is None or args.warmup >= 0),
+              ("--label-images", args.label_images, args.label_images is None or args.label_images >= 1),
+              ("--eval-images", args.eval_images, args.eval_images is None or args.eval_images >= 1),
               ("--pipeline-images", args.pipeline_images, args.pipeline_images >= 0),
               ("--peak-tflops", args.peak_tflops, args.peak_tflops is None or args.peak_tflops > 0))
     for flag, value, ok in checks:
@@ -349,10 +351,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = resolve_device(args.device)
     cuda = device.type == "cuda"
-    iters = args.iters or (20 if cuda else 2)
+    iters = args.iters if args.iters is not None else (20 if cuda else 2)
     warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    label_images = args.label_images or (64 if cuda else 8)
-    eval_images = args.eval_images or (64 if cuda else 8)
+    label_images = args.label_images if args.label_images is not None else (64 if cuda else 8)
+    eval_images = args.eval_images if args.eval_images is not None else (64 if cuda else 8)
     peak, peak_source = peak_tflops(device, args.peak_tflops)
     ours_mode = "fp32" if args.amp_dtype == "fp32" else choose_mode(True, args.amp_dtype, device)
     reference = Variant("reference", reference_precision(device), torch.contiguous_format, fast_backends=False)

@@ -132,7 +132,9 @@ def test_peak_table_and_workers(monkeypatch):
     assert workers_needed(90.0, 30.0) == 3
 
 
-def test_bad_input_is_one_clear_line(capsys):
-    assert run_cli(bench.main, ["--device", "cpu", "--size-scale", "0"]) == 2
+@pytest.mark.parametrize("flag, value", [("--size-scale", "0"), ("--iters", "0"), ("--warmup", "-1"),
+                                         ("--label-images", "0"), ("--peak-tflops", "-5")])
+def test_bad_input_is_one_clear_line(flag, value, capsys):
+    assert run_cli(bench.main, ["--device", "cpu", flag, value]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --size-scale 0.0: out of range") and err.count("\n") == 1
+    assert err.startswith(f"error: {flag} ") and "out of range" in err and err.count("\n") == 1
