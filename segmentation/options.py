@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new: pseudo-label folder to write (--labeling) or read (--state 1) "
                         "(default OUT_DIR/pseudo/EXP_NAME)")
     # --- new: model
-    p.add_argument("--backbone", choices=["resnet101", "resnet50", "mobilenet_v3_large"], default="resnet101")
+    p.add_argument("--backbone", choices=["resnet101", "resnet50", "mobilenet_v3_large", "tiny"], default="resnet101",
+                   help="new: resnet101 (the paper's), resnet50, mobilenet_v3_large or tiny (a small from-scratch net for CPU demos)")
     p.add_argument("--pretrained", default="imagenet",
                    help="new: backbone init when --continue-from is not given: imagenet | none | PATH")
     p.add_argument("--all-aspp-branches", action="store_true",

@@ -192,3 +192,11 @@ def test_pretrained_path_errors(tmp_path):
 def test_pretrained_none_string_means_random_init():
     model = deeplab_v2(2, "mobilenet_v3_large", pretrained="none")
     assert model(torch.randn(1, 3, 33, 33)).shape == (1, 2, 5, 5)
+
+
+def test_tiny_backbone_stride8_and_no_imagenet_weights():
+    model = deeplab_v2(21, "tiny", pretrained=None)
+    assert model(torch.zeros(2, 3, 97, 97)).shape == (2, 21, 13, 13)  # ceil(97 / 8)
+    assert model(torch.zeros(1, 3, 321, 321)).shape[-2:] == (41, 41)
+    with pytest.raises(UserError, match="no ImageNet weights"):
+        deeplab_v2(21, "tiny", pretrained="imagenet")

@@ -38,11 +38,48 @@ def mobilenet_v3_large_trunk() -> nn.Sequential:
     return nn.Sequential(OrderedDict(features=net.features))
 
 
+class TinyBlock(nn.Module):
+    """A basic residual block (two 3×3 convs) that may stride or dilate; 1×1 projection shortcut."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.shortcut = nn.Identity() if stride == 1 and in_channels == out_channels else nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), nn.BatchNorm2d(out_channels))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+def tiny_trunk(widths=(32, 64, 96, 128, 192)) -> nn.Sequential:
+    """A small dilated residual net (output stride 8, ~1.6 M parameters) for CPU demos and tests.
+
+    It has no pretrained weights: it exists because the ImageNet-pretrained trunks cannot be
+    downloaded offline and a from-scratch MobileNetV3 learns the synthetic data too slowly for a
+    15-minute CPU demo. Same dilation rule as DeepLab-v2's ResNet: the last two stages keep the
+    resolution (dilation 2 and 4) instead of striding.
+    """
+    w0, w1, w2, w3, w4 = widths
+    return nn.Sequential(OrderedDict(
+        stem=nn.Sequential(nn.Conv2d(3, w0, 3, 2, 1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True)),
+        layer1=TinyBlock(w0, w1, stride=2),
+        layer2=TinyBlock(w1, w2, stride=2),
+        layer3=TinyBlock(w2, w3, dilation=2),
+        layer4=TinyBlock(w3, w4, dilation=4),
+    ))
+
+
 # name -> (builder, output channels, output stride)
 BACKBONES = {
     "resnet101": (lambda: resnet_trunk(101), 2048, 8),
     "resnet50": (lambda: resnet_trunk(50), 2048, 8),
     "mobilenet_v3_large": (mobilenet_v3_large_trunk, 960, 16),
+    "tiny": (tiny_trunk, 192, 8),
 }
 
 

@@ -34,6 +34,9 @@ def hub_checkpoint_dir() -> Path:
 
 def imagenet_weights_file(backbone: str) -> Path:
     """Path of the ImageNet file for ``backbone``; downloads it if absent, UserError if that fails."""
+    if backbone not in IMAGENET_WEIGHTS:
+        raise UserError(f"--backbone {backbone}: has no ImageNet weights; use --pretrained none (random init) "
+                        f"or one of {sorted(IMAGENET_WEIGHTS)}")
     url, older_names = IMAGENET_WEIGHTS[backbone]
     folder = hub_checkpoint_dir()
     file_name = os.path.basename(url)
