@@ -73,7 +73,10 @@ def dmt_step(model: nn.Module, loss_fn: nn.Module, rt: Runtime, online: bool) ->
     def step(batch, _step: int):
         (p_images, p_targets), (l_images, l_labels) = batch
         split = p_images.shape[0]
-        images = to_device(torch.cat([p_images, l_images]), rt.device, rt.memory_format)
+        # Each (pinned) half goes to the device on its own; concatenating on the host first would
+        # make a pageable copy, and a pageable host→GPU copy synchronises the stream.
+        images = torch.cat([to_device(p_images, rt.device), to_device(l_images, rt.device)])
+        images = images.contiguous(memory_format=rt.memory_format)
         labelled = gt_to_pseudo_target(to_device(l_labels, rt.device))
         if online:  # the model labels these itself (OnlineLoss); no stored label may leak in
             pseudo = torch.full((split,) + tuple(labelled.shape[1:]), float(IGNORE_INDEX), device=rt.device)

@@ -17,8 +17,11 @@ class ConfusionMatrix:
     def update(self, target: torch.Tensor, prediction: torch.Tensor) -> None:
         target, prediction = target.reshape(-1).long(), prediction.reshape(-1).long()
         keep = (target >= 0) & (target < self.num_classes) & (prediction != self.ignore_index)
-        index = target[keep] * self.num_classes + prediction[keep].clamp(0, self.num_classes - 1)
-        self.matrix += torch.bincount(index, minlength=self.num_classes ** 2).view(self.num_classes, self.num_classes)
+        # Excluded pixels go to one extra bin instead of being indexed out: no device→host sync.
+        cells = self.num_classes ** 2
+        index = torch.where(keep, target * self.num_classes + prediction.clamp(0, self.num_classes - 1), cells)
+        counts = torch.bincount(index, minlength=cells + 1)[:cells]
+        self.matrix += counts.view(self.num_classes, self.num_classes)
 
     def all_reduce(self) -> "ConfusionMatrix":
         """Sum the matrices of all torchrun ranks (no-op in a single process)."""
