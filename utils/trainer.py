@@ -119,6 +119,12 @@ class Trainer:
             self.resume_path.unlink()
 
     # ------------------------------------------------------------------ loop
+    def _check_finite(self, finite: torch.Tensor) -> None:
+        if not bool(finite):
+            raise UserError(f"{self.desc}: non-finite loss by iteration {self.step} (precision {self.precision.mode}); "
+                            "nothing was saved from this point on: lower --lr, or use fp32 (no --mixed-precision) "
+                            "or --amp-dtype bf16, then rerun (the run resumes from its last checkpoint)")
+
     def _validate(self, evaluate: EvalFn, compete: bool) -> float:
         self.model.eval()
         try:
@@ -163,15 +169,16 @@ class Trainer:
             count += 1
             bar.update(1)
             if self.step % self.log_every == 0 or self.step == self.total_steps:
-                if not bool(finite):  # the one host sync of a logging interval
-                    raise UserError(f"{self.desc}: non-finite loss at iteration {self.step} "
-                                    f"(precision {self.precision.mode}); lower --lr or run without --mixed-precision / with --amp-dtype bf16")
+                self._check_finite(finite)  # the one host sync of a logging interval
                 means = {k: float(v) / count for k, v in sums.items()}
                 self.logger.scalars(means, self.step, prefix="train/")
                 self.logger.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
                 bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
                 sums, count = {}, 0
-            if self.step % self.val_every == self.val_every - 1 or self.step == self.total_steps - 1:
+            validate = self.step % self.val_every == self.val_every - 1 or self.step == self.total_steps - 1
+            if validate or (self.resume_every and self.step % self.resume_every == 0):
+                self._check_finite(finite)  # never snapshot or checkpoint diverged weights
+            if validate:
                 last_val = self._validate(evaluate, compete=True)
                 bar.set_postfix(**{self.metric_name: f"{last_val:.2f}", "best": f"{self.best:.2f}"}, refresh=False)
                 self._save_resume()
