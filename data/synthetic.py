@@ -34,7 +34,7 @@ arguments finds the marker and returns at once; other arguments on the same root
 CLI::
 
     python -m data.synthetic --kind voc|cityscapes|cifar10 --root DIR [--num-train N] [--num-val N]
-        [--size H W | --size-range LO HI | --image-size S] [--classes N] [--seed S] [--workers N]
+        [--size H W | --size-range LO HI | --image-size S] [--classes ID ...] [--seed S] [--workers N]
 
 For cifar10, --num-train / --num-val are images PER CLASS (train over 5 batches / test_batch).
 Functions: make_voc(root, num_train, num_val, size=None, size_range=(72, 128), seed, workers),
@@ -348,18 +348,21 @@ def sample_rng(seed: int, kind: str, split: str, index: int) -> np.random.Genera
 # Per-kind sample renderers
 # ----------------------------------------------------------------------------------------------
 def render_voc_sample(h: int, w: int, rng: np.random.Generator, first_class: int | None = None,
-                      border: int = 1, num_classes: int = VOC_NUM_CLASSES - 1) -> tuple[np.ndarray, np.ndarray]:
+                      border: int = 1, class_ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One VOC-like (image uint8 (h, w, 3), label uint8 (h, w)) pair with 1-4 objects.
 
     ``first_class`` (1..20) forces one object (drawn last, on top) to that class, which keeps the
     classes balanced and guarantees that every class appears in any 20 consecutive images.
-    ``num_classes`` (≤ 20): objects are drawn from classes 1..num_classes only (an easier set).
+    ``class_ids``: objects are drawn from these classes only (an easier set); default all 20.
     """
     image = smooth_background(h, w, rng)
     side = min(h, w)
     add_clutter(image, rng, int(rng.integers(2, 7)), (0.08 * side, 0.35 * side))
     n_objects = int(rng.integers(1, 5))
-    classes = [int(c) for c in rng.integers(1, num_classes + 1, n_objects)]
+    if class_ids is None:
+        classes = [int(c) for c in rng.integers(1, VOC_NUM_CLASSES, n_objects)]
+    else:
+        classes = [int(class_ids[k]) for k in rng.integers(0, len(class_ids), n_objects)]
     if first_class is not None:
         classes[-1] = first_class
     classes_map = np.zeros((h, w), dtype=np.uint8)
@@ -596,14 +599,15 @@ def parallel_map(fn: Callable, jobs: Sequence, workers: int) -> Iterator:
 
 
 def _voc_job(job: tuple) -> tuple[bytes, bytes]:
-    """(seed, split, index, size or None, size_range, classes) -> (JPEG bytes, palette PNG bytes)."""
-    seed, split, index, size, size_range, classes = job
+    """(seed, split, index, size or None, size_range, class ids or None) -> (JPEG bytes, palette PNG bytes)."""
+    seed, split, index, size, size_range, class_ids = job
     rng = sample_rng(seed, "voc", split, index)
     if size is not None:
         h, w = size
     else:
         h, w = (int(v) for v in rng.integers(size_range[0], size_range[1] + 1, size=2))
-    image, label = render_voc_sample(h, w, rng, first_class=1 + index % classes, num_classes=classes)
+    first = 1 + index % (VOC_NUM_CLASSES - 1) if class_ids is None else class_ids[index % len(class_ids)]
+    image, label = render_voc_sample(h, w, rng, first_class=first, class_ids=class_ids)
     png = Image.fromarray(label, "L").convert("P")
     png.putpalette(VOC_PALETTE.reshape(-1).tolist())
     return _encode(Image.fromarray(image, "RGB"), "JPEG", quality=90), _encode(png, "PNG")
@@ -656,16 +660,20 @@ def voc_ids(num_train: int, num_val: int, seed: int) -> tuple[list[str], list[st
 def make_voc(root: str | os.PathLike, num_train: int = 200, num_val: int = 50,
              size: tuple[int, int] | None = None,
              size_range: tuple[int, int] = VOC_DEFAULT_SIZE_RANGE, seed: int = 0,
-             workers: int = 1, classes: int = VOC_NUM_CLASSES - 1) -> Path:
+             workers: int = 1, classes: Sequence[int] | None = None) -> Path:
     """Write a synthetic VOC 2012 (trainaug) dataset; return ``<root>/VOCdevkit/VOC2012``.
 
     ``size`` = (h, w) fixes every image's size; otherwise h and w are drawn independently and
     uniformly from the integers in ``size_range`` (inclusive), like VOC's varying image sizes.
-    ``workers`` > 1 renders in that many processes (identical output). ``classes`` (1..20): only
-    object classes 1..classes occur (the label files keep VOC's 21-class format).
+    ``workers`` > 1 renders in that many processes (identical output). ``classes``: only these
+    object classes (ids in 1..20) occur; the label files keep VOC's 21-class format. Class c is
+    shape ``SHAPES[(c - 1) // 4]`` with texture ``TEXTURES[(c - 1) % 4]``, so e.g. 1 6 11 16 17
+    differ in shape and texture while 1 2 3 4 are all discs.
     """
-    if not 1 <= classes <= VOC_NUM_CLASSES - 1:
-        raise UserError(f"classes={classes}: VOC has 20 object classes; choose 1..20")
+    if classes is not None:
+        classes = sorted({int(c) for c in classes})
+        if not classes or classes[0] < 1 or classes[-1] > VOC_NUM_CLASSES - 1:
+            raise UserError(f"classes={classes}: VOC object classes are 1..20; pass some of those")
     _check_count(num_train, "num_train")
     _check_count(num_val, "num_val")
     _check_workers(workers)
@@ -680,7 +688,7 @@ def make_voc(root: str | os.PathLike, num_train: int = 200, num_val: int = 50,
         size_range = (lo, hi)
     args = {"num_train": num_train, "num_val": num_val, "size": size,
             "size_range": None if size is not None else size_range, "seed": seed}
-    if classes != VOC_NUM_CLASSES - 1:
+    if classes is not None:
         args["classes"] = classes
 
     def build(staging: Path) -> None:
@@ -799,8 +807,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
                        help="voc only: h and w drawn uniformly from LO..HI (default 72 128)")
     sizes.add_argument("--image-size", type=int, metavar="S",
                        help="shorthand: voc S x S, cityscapes S x 2S")
-    parser.add_argument("--classes", type=int, default=None,
-                        help="voc only: use object classes 1..N (default all 20; fewer make an easier set)")
+    parser.add_argument("--classes", type=int, nargs="+", default=None, metavar="ID",
+                        help="voc only: draw objects of these classes (1..20) only (default all; fewer make an easier set)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1,
                         help="render in this many processes (same output); default 1")
@@ -817,7 +825,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
         size = tuple(args.size) if args.size else (
             (args.image_size, args.image_size) if args.image_size else None)
         path = make_voc(args.root, size=size, size_range=tuple(args.size_range or VOC_DEFAULT_SIZE_RANGE),
-                        classes=args.classes or VOC_NUM_CLASSES - 1, **counts, **common)
+                        classes=args.classes, **counts, **common)
     else:
         if args.size_range:
             raise UserError(f"{args.root}: --size-range is for voc only; use --size H W for cityscapes")
