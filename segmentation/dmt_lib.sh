@@ -11,6 +11,8 @@
 #               empty: they start from the PRETRAINED backbone (a warning says the numbers won't match)
 #   CROP "H W", TEST_SIZE "H W", WORKERS, AMP (1: --mixed-precision, 0: fp32)
 #   RATIOS      the phases' label ratios (default "0.2 0.4 0.6 0.8 1.0")
+#   PARALLEL_MODELS  1: run the two models' halves of each mutual phase at the same time (their
+#               labels live in separate folders); the default 0 runs them one after the other
 #   EXTRA_ARGS  appended to every python call
 # Rerunning a killed script continues: segmentation.main skips finished runs and complete
 # labelling passes.
@@ -116,11 +118,35 @@ mutual_phases() {
         local prev_a prev_b next_a next_b
         prev_a="$(run_name $((k - 1)) "$a")"; prev_b="$(run_name $((k - 1)) "$b")"
         next_a="$(run_name "$k" "$a")"; next_b="$(run_name "$k" "$b")"
-        label "$prev_b" "$b" "$next_a" "$ratio" "$train_set"
-        phase_train "$next_a" "$a" "$prev_a" "$prev_b" "$train_set"
-        label "$prev_a" "$a" "$next_b" "$ratio" "$train_set"
-        phase_train "$next_b" "$b" "$prev_b" "$prev_a" "$train_set"
+        if [ "${PARALLEL_MODELS:-0}" = 1 ]; then
+            # A's and B's halves of a phase only read phase k-1 snapshots and write their own label
+            # folders, so they can run at the same time (two processes; one core each on a CPU).
+            in_parallel "label $prev_b $b $next_a $ratio $train_set && phase_train $next_a $a $prev_a $prev_b $train_set" \
+                        "label $prev_a $a $next_b $ratio $train_set && phase_train $next_b $b $prev_b $prev_a $train_set"
+        else
+            label "$prev_b" "$b" "$next_a" "$ratio" "$train_set"
+            phase_train "$next_a" "$a" "$prev_a" "$prev_b" "$train_set"
+            label "$prev_a" "$a" "$next_b" "$ratio" "$train_set"
+            phase_train "$next_b" "$b" "$prev_b" "$prev_a" "$train_set"
+        fi
     done
+}
+
+# in_parallel "COMMANDS" ...: run each command line in a background subshell, wait for all, and
+# fail (exit 2) if any failed. Arguments are word-split: run names and paths must have no spaces.
+in_parallel() {
+    local pids=() cmd pid failed=0
+    for cmd in "$@"; do
+        ( eval "$cmd" ) &
+        pids+=("$!")
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || failed=1
+    done
+    if [ "$failed" = 1 ]; then
+        echo "error: a parallel step failed (see its error above); rerun the script to continue" >&2
+        exit 2
+    fi
 }
 
 # self_training_phases M TRAIN_SET: the CBST/DST ablations (SPEC §1.4): M labels for itself,

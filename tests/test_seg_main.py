@@ -484,3 +484,8 @@ def test_torchrun_labelling_pools_thresholds_and_dmt_trains(voc, labeller, tmp_p
     lines = log_lines(tmp_path)
     assert list(lines) == ["dmt"] and lines["dmt"][1]["procs"] == "2"
     assert lines["dmt"][1]["iters"] == "2"  # 12 pseudo images over 2 ranks at 3 per rank and step
+    # the rank-0 snapshot loads back into a fresh single-process model (no "module." prefixes)
+    snapshot = torch.load(tmp_path / "dmt.pt", weights_only=False)
+    assert not any(k.startswith("module.") for k in snapshot["model"])
+    fresh = deeplab_v2(NUM_CLASSES, "mobilenet_v3_large", pretrained=None)
+    fresh.load_state_dict(snapshot["model"])
