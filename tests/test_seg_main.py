@@ -198,6 +198,22 @@ def test_labelling_matches_numpy_reference(voc, labeller, tmp_path, capsys):
     assert rc == 0 and "already labelled" in out
 
 
+def test_labelling_1000_images_matches_numpy_thresholds(labeller, tmp_path_factory, tmp_path, capsys):
+    """The issue's check at scale: 1,000 unlabelled images, thresholds = the numpy reference's."""
+    root = make_voc(tmp_path_factory.mktemp("voc1000"), num_train=1004, num_val=1, size=(24, 24), seed=3)
+    lists = root / "ImageSets" / "Segmentation"
+    ids = (lists / "trainaug.txt").read_text().split()
+    (lists / "20_labeled_0.txt").write_text(id_list_text(ids[:4]))
+    (lists / "20_unlabeled_0.txt").write_text(id_list_text(ids[4:]))
+    pseudo = tmp_path / "pseudo"
+    rc, _, err = run(common(root, tmp_path, "--state", "1", "--labeling", "--exp-name", "lab1000", "--continue-from",
+                            str(labeller), "--label-ratio", "0.3", "--batch-size-labeled", "1",
+                            "--pseudo-dir", str(pseudo)), capsys)
+    assert rc == 0, err
+    assert len(list(pseudo.glob("*.npy"))) == 1000
+    check_pseudo_folder(pseudo, reference_predictions(root, labeller, ids[4:]), 0.3)
+
+
 def test_labelling_killed_midway_restarts_cleanly(voc, labeller, tmp_path, capsys, monkeypatch):
     import segmentation.labeling as labeling
     pseudo = tmp_path / "pseudo"

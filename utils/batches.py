@@ -153,6 +153,12 @@ class CheckedLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def __getattr__(self, name: str) -> Any:
+        """Everything else (``sampler``, ``dataset``, ``batch_size`` ...) is the DataLoader's."""
+        if name == "loader":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
 
 class ShardSampler(Sampler):
     """This rank's share of ``range(size)`` for evaluation and labelling: every ``world``-th index
