@@ -38,7 +38,7 @@ from utils import distributed
 from utils.batches import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.io import append_line, save_npy_atomic, write_text_atomic
-from utils.pseudo_labels import IGNORE_INDEX, CBCSampler
+from utils.pseudo_labels import IGNORE_INDEX, CBCSampler, threshold_labels
 from utils.run_log import RunLogger
 
 
@@ -84,11 +84,6 @@ def predict(model: nn.Module, images: torch.Tensor, round_fp16: bool) -> tuple[t
     if round_fp16:
         confidence = confidence.half().float()
     return confidence, label
-
-
-def threshold_labels(confidence: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """label, or 255 where confidence < t_label (strict; SPEC §2.1 step 6)."""
-    return label.masked_fill(confidence < thresholds[label], IGNORE_INDEX)
 
 
 def labelled_batches(model: nn.Module, loader: Iterable, device: torch.device, precision, memory_format

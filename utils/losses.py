@@ -65,7 +65,8 @@ def labelled_mask(labels: torch.Tensor, split_index: int) -> torch.Tensor:
     return mask.view(-1, *([1] * (labels.dim() - 1))).expand_as(labels)
 
 
-def _stats(labels, valid, parts, weights, split_index, raw_sum, count) -> dict[str, torch.Tensor]:
+def _stats(labels, valid, parts, weights, split_index) -> dict[str, torch.Tensor]:
+    """The original's per-step statistics: disagree, current_win, avg_weights (SPEC §3.1)."""
     pseudo = valid & ~labelled_mask(labels, split_index)
     disagree = pseudo & ~parts["agree"]
     return {
@@ -73,7 +74,6 @@ def _stats(labels, valid, parts, weights, split_index, raw_sum, count) -> dict[s
         "current_win": (disagree & parts["current_win"]).sum().float(),
         # masked mean without boolean indexing: no device→host sync in the training step
         "avg_weights": (weights.float() * valid).sum() / valid.sum().clamp_min(1),
-        "loss": raw_sum / count,
     }
 
 
@@ -107,7 +107,8 @@ class DynamicMutualLoss(nn.Module):
         ce, weights = self.adjust(inputs, labels, confidences, ce, weights, parts, ~labelled)
         weights = torch.where(labelled, torch.ones_like(weights), weights)
         loss = (ce * weights).sum() / count
-        return loss, {k: v.detach() for k, v in _stats(labels, valid, parts, weights, split_index, raw_sum, count).items()}
+        stats = {**_stats(labels, valid, parts, weights, split_index), "loss": raw_sum / count}
+        return loss, {k: v.detach() for k, v in stats.items()}
 
     def adjust(self, inputs, labels, confidences, ce, weights, parts, pseudo):
         """Hook for ablations that change the per-pixel loss or weights of the pseudo part
@@ -197,10 +198,7 @@ def classification_weights(probs: torch.Tensor, targets: torch.Tensor, split_ind
     if gamma1 == 0 and gamma2 == 0:
         weights = torch.ones_like(weights)
     weights = torch.where(labelled_mask(labels, split_index), torch.full_like(weights, labeled_weight), weights)
-    valid = torch.ones_like(labels, dtype=torch.bool)
-    stats = _stats(labels, valid, parts, weights, split_index, weights.new_zeros(()), weights.new_ones(()))
-    stats.pop("loss")
-    return weights, stats
+    return weights, _stats(labels, torch.ones_like(labels, dtype=torch.bool), parts, weights, split_index)
 
 
 def mixup_weighted_ce(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: float,

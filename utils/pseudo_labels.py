@@ -120,6 +120,16 @@ class CBCSampler:
         return [int(c) for c in torch.nonzero(counts == 0).flatten().tolist()]
 
 
+def threshold_labels(confidence: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor,
+                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """``label``, set to ``ignore_index`` where confidence < t_label (strict, SPEC §2.1 step 6).
+
+    Takes the (possibly fp16-rounded) confidences the labeller stores, so the 255 decisions match
+    the files exactly.
+    """
+    return label.masked_fill(confidence < thresholds.to(confidence.dtype)[label], ignore_index)
+
+
 def apply_thresholds(probs: torch.Tensor, thresholds: torch.Tensor, ignore_index: int = IGNORE_INDEX
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(label, confidence)`` from softmax probabilities ``(C, H, W)`` or ``(N, C, H, W)``.
@@ -128,8 +138,7 @@ def apply_thresholds(probs: torch.Tensor, thresholds: torch.Tensor, ignore_index
     confidence = max probability at every pixel, ignored ones included.
     """
     confidence, label = probs.max(dim=-3)
-    below = confidence < thresholds.to(confidence.dtype)[label]
-    return label.masked_fill(below, ignore_index), confidence
+    return threshold_labels(confidence, label, thresholds, ignore_index), confidence
 
 
 def global_confidence_threshold(confidences: torch.Tensor, ratio: float) -> torch.Tensor:
