@@ -37,6 +37,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 CLASSES_TO_DATASET = {21: "voc", 19: "city"}
 HEAD_KEY = "classifier.0.convs.0.weight"
 OVERLAY_ALPHA = 0.5
+CHEAP_FIRST = ("tiny", "mobilenet_v3_large", "resnet50", "resnet101")  # backbones tried when unknown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,7 +131,8 @@ def load_model(checkpoint: Path, dataset: str, backbone: str | None, all_branche
     if classes != expected:
         raise UserError(f"{checkpoint}: the model has {classes} classes but --dataset {dataset} has {expected}; "
                         "pass the --dataset the model was trained on")
-    candidates = [backbone] if backbone else list(BACKBONES)
+    cheap_first = [b for b in CHEAP_FIRST if b in BACKBONES] + [b for b in BACKBONES if b not in CHEAP_FIRST]
+    candidates = [backbone] if backbone else cheap_first
     if backbone and backbone not in BACKBONES:
         raise UserError(f"--backbone {backbone}: unknown; choose one of {', '.join(BACKBONES)}")
     error: UserError | None = None
