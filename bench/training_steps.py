@@ -167,7 +167,7 @@ class ReferenceLoop:
                 loss, stats = self.loss_fn(outputs, targets, split_index=split)
             else:
                 loss, stats = self.loss_fn(outputs, labels)
-            stats = {key: value.item() for key, value in stats.items()}  # read back every step
+            stats = {key: value.item() for key, value in stats.items() if value.dim() == 0}  # read back every step
         self.precision.step(loss, self.optimizer)
         self.scheduler.step()
         self.last_loss, self.last_stats = loss.detach(), stats

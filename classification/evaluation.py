@@ -2,32 +2,40 @@
 
 Fine-grained accuracy = Σ max-probability over the correctly classified images / count × 100. The
 model runs in eval mode, under autocast with ``--mixed-precision``; under torchrun each rank
-evaluates its share of the set and the counts are summed.
+evaluates its share of the set and the counts are summed. A ``--state 2`` test also draws the
+confusion matrix of its predictions: ``<out-dir>/<exp>_confusion.png`` and TensorBoard
+``test/confusion`` (under ``tb/<exp>``).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import os
+from pathlib import Path
+from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from classification import options
 from classification.augment import eval_transform
-from classification.cifar import labelled_dataset
+from classification.cifar import NUM_CLASSES, labelled_dataset
 from classification.models import wrn_28_2
 from utils.batches import eval_loader
 from utils.checkpoint import load_model_weights, unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.cost import CostMeter
-from utils.io import append_line
-from utils.metrics import AccuracyMeter
-from utils.run_log import finish_run, format_log_line
+from data.synthetic import CIFAR_LABEL_NAMES
+from utils.io import append_line, write_bytes_atomic
+from utils.metrics import AccuracyMeter, ConfusionMatrix
+from utils.run_log import RunLogger, finish_run, format_log_line
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, rt: Runtime) -> dict[str, float]:
-    """``{"accuracy", "fine_grained"}`` (×100) of ``model`` over ``loader`` (all ranks together)."""
+def evaluate(model: nn.Module, loader, rt: Runtime, confusion: ConfusionMatrix | None = None) -> dict[str, float]:
+    """``{"accuracy", "fine_grained"}`` (×100) of ``model`` over ``loader`` (all ranks together);
+    with ``confusion``, the predictions are also counted into it (this rank's share, not reduced)."""
     model = unwrap(model)
     was_training = model.training
     model.eval()
@@ -35,12 +43,57 @@ def evaluate(model: nn.Module, loader, rt: Runtime) -> dict[str, float]:
     try:
         for images, targets in loader:
             images = images.to(rt.device, non_blocking=True).contiguous(memory_format=rt.memory_format)
+            targets = targets.to(rt.device, non_blocking=True)
             with rt.precision.autocast():
                 logits = model(images)
-            meter.update(logits, targets.to(rt.device, non_blocking=True))
+            meter.update(logits, targets)
+            if confusion is not None:
+                confusion.update(targets, logits.argmax(dim=1))
     finally:
         model.train(was_training)
     return meter.all_reduce().compute()
+
+
+def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str):
+    """A matplotlib (Agg) figure of a confusion matrix (rows = true class, columns = predicted): cells
+    coloured by the row-normalised fraction, annotated with the counts."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix)
+    fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 1.0 + 0.55 * n), constrained_layout=True)
+    ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=9)
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, str(int(count)), ha="center", va="center", fontsize=7,
+                color="white" if fractions[i, j] > 0.5 else "black")
+    return fig
+
+
+def confusion_png_path(args: argparse.Namespace) -> Path:
+    """``<out-dir>/<exp>_confusion.png``: the confusion matrix of a ``--state 2`` test."""
+    return Path(args.out_dir) / f"{args.exp_name}_confusion.png"
+
+
+def save_confusion(args: argparse.Namespace, matrix: np.ndarray, title: str) -> Path:
+    """The confusion figure as a PNG beside the run's outputs (atomically) and in TensorBoard
+    (``test/confusion`` under ``tb/<exp>``)."""
+    fig = confusion_figure(matrix, CIFAR_LABEL_NAMES[:len(matrix)], title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    path = confusion_png_path(args)
+    write_bytes_atomic(path, buffer.getvalue())
+    logger = RunLogger(options.run_files(args).tb_dir, args.exp_name)
+    logger.figure("test/confusion", fig, 0)
+    logger.close()
+    return path
 
 
 def evaluation_loader(args: argparse.Namespace, rt: Runtime, set_name: str | None = None):
@@ -67,13 +120,17 @@ def run_test(args: argparse.Namespace, rt: Runtime) -> float:
     model = load_wrn(args.continue_from, rt)
     set_name = options.val_set_name(args)
     loader = evaluation_loader(args, rt, set_name)
-    metrics = evaluate(model, loader, rt)
+    confusion = ConfusionMatrix(NUM_CLASSES, rt.device)
+    metrics = evaluate(model, loader, rt, confusion)
+    matrix = confusion.all_reduce().matrix.cpu().numpy()
     cost.add(len(loader.sampler))
     value = metrics[options.metric_name(args)]
     if rt.dist.is_main:
         files = options.run_files(args)
+        save_confusion(args, matrix, f"{args.exp_name}: {set_name}, accuracy {metrics['accuracy']:.2f}")
         fields = {"accuracy": metrics["accuracy"], "fine_grained": metrics["fine_grained"], "set": set_name,
-                  "checkpoint": os.fspath(args.continue_from), **cost.fields()}
+                  "metric": options.metric_name(args), "checkpoint": os.fspath(args.continue_from),
+                  **cost.fields()}
         if args.named:
             finish_run(files.out_dir, files.log_file, args.exp_name, value, **fields)
         else:

@@ -15,6 +15,8 @@ resized to 512×1024), all returning softmax probabilities at the batch's size:
 
 :func:`evaluate` accumulates a confusion matrix on the device over this rank's share of the set,
 sums it over torchrun ranks and reads it back once: ``{"miou", "pixel_acc"}`` (×100).
+:func:`evaluate_with_samples` also keeps the first few images of the set with their ground truth and
+prediction (no extra forward); :func:`picture_strips` draws them in the VOC / Cityscapes palette.
 """
 from __future__ import annotations
 
@@ -23,12 +25,15 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.synthetic import CITY_LABELS, CITY_TRAIN_LABEL_IDS, VOC_PALETTE
 from segmentation import builders, run_state
 from segmentation.datasets import collate
+from segmentation.transforms import COCO_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD
 from utils.batches import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.cost import CostMeter
@@ -135,20 +140,89 @@ def probabilities(model: nn.Module, images: torch.Tensor, protocol: Protocol) ->
     raise ValueError(f"unknown protocol {protocol.name!r}; choose one of {PROTOCOLS}")
 
 
+Samples = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (images N×3×H×W normalised, labels N×H×W, predictions N×H×W)
+
+
 @torch.no_grad()
+def evaluate_with_samples(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, precision,
+                          protocol: Protocol = Protocol(),
+                          memory_format: torch.memory_format = torch.contiguous_format,
+                          keep: int = 0) -> tuple[dict[str, float], Samples | None]:
+    """:func:`evaluate`, and the first ``keep`` images of ``loader`` with their labels and
+    predictions (on the CPU, read back with the metrics; None for ``keep=0``) — the batches already
+    evaluated, no extra forward."""
+    matrix = ConfusionMatrix(num_classes, device)
+    kept: list[Samples] = []
+    need = keep
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        labels = labels.to(device, non_blocking=True)
+        with precision.autocast():
+            probs = probabilities(model, images, protocol)
+        prediction = probs.argmax(dim=1)
+        matrix.update(labels, prediction)
+        if need > 0:
+            kept.append((images[:need], labels[:need], prediction[:need]))
+            need -= kept[-1][0].shape[0]
+    result = matrix.all_reduce().compute()
+    samples = None
+    if kept:
+        samples = tuple(torch.cat([k[i].float() if i == 0 else k[i] for k in kept]).cpu() for i in range(3))
+    return {"miou": result["miou"], "pixel_acc": result["pixel_acc"]}, samples
+
+
 def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch.device, precision,
              protocol: Protocol = Protocol(),
              memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """mIoU and pixel accuracy (×100) of ``model`` (put in eval mode by the caller) over ``loader``'s
     ``(images, labels)`` batches, summed over torchrun ranks (SPEC §8)."""
-    matrix = ConfusionMatrix(num_classes, device)
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-        with precision.autocast():
-            probs = probabilities(model, images, protocol)
-        matrix.update(labels.to(device, non_blocking=True), probs.argmax(dim=1))
-    result = matrix.all_reduce().compute()
-    return {"miou": result["miou"], "pixel_acc": result["pixel_acc"]}
+    return evaluate_with_samples(model, loader, num_classes, device, precision, protocol, memory_format)[0]
+
+
+# ------------------------------------------------------------------------------------- pictures
+VAL_PICTURES = 4  # validation images shown in TensorBoard at every validation (val/pictures/<i>)
+
+
+def palette(dataset: str) -> np.ndarray:
+    """(256, 3) uint8 colours of the class indices: the standard VOC colormap (255 = cream), or the
+    Cityscapes colours of the 19 train ids (255 and unused ids black)."""
+    if dataset == "voc":
+        return VOC_PALETTE.copy()
+    if dataset != "city":
+        raise ValueError(f"dataset must be 'voc' or 'city', got {dataset!r}")
+    colours = np.zeros((256, 3), dtype=np.uint8)
+    for train_id, label_id in enumerate(CITY_TRAIN_LABEL_IDS):
+        colours[train_id] = CITY_LABELS[label_id][1]
+    return colours
+
+
+def denormalise(images: torch.Tensor, norm: str) -> torch.Tensor:
+    """Normalised N×3×H×W model inputs (:class:`segmentation.transforms.Normalize`) → uint8 RGB."""
+    x = images.float()
+    if norm == "coco":
+        x = (x + torch.tensor(COCO_MEAN_BGR, device=x.device).view(1, 3, 1, 1)).flip(1)
+    else:
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        x = (x * std + mean) * 255.0
+    return x.round().clamp(0, 255).to(torch.uint8)
+
+
+def colourise(labels: torch.Tensor, colours: np.ndarray) -> torch.Tensor:
+    """N×H×W class indices (0..255) → N×3×H×W uint8 colours."""
+    lut = torch.from_numpy(colours).to(labels.device)
+    return lut[labels.long().clamp(0, 255)].permute(0, 3, 1, 2)
+
+
+def picture_strips(samples: Samples | None, norm: str, dataset: str) -> list[np.ndarray]:
+    """One uint8 3×H×3W strip per sample: the image | its ground truth | the prediction, in the
+    dataset's palette (ignored ground-truth pixels in the colour of 255)."""
+    if samples is None:
+        return []
+    images, labels, predictions = samples
+    colours = palette(dataset)
+    strips = torch.cat([denormalise(images, norm), colourise(labels, colours), colourise(predictions, colours)], dim=3)
+    return [strip.numpy() for strip in strips]
 
 
 def run_test(args: argparse.Namespace, rt: Runtime) -> dict[str, float]:

@@ -132,8 +132,13 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
     num_classes = builders.num_classes(args)
 
     def evaluate() -> dict[str, float]:
-        return evaluation.evaluate(unwrap(model), val_loader, num_classes, rt.device, rt.precision, protocol,
-                                   rt.memory_format)
+        # the first VAL_PICTURES validation images, ground truth and prediction, to TensorBoard
+        metrics, samples = evaluation.evaluate_with_samples(
+            unwrap(model), val_loader, num_classes, rt.device, rt.precision, protocol, rt.memory_format,
+            keep=evaluation.VAL_PICTURES if rt.dist.is_main else 0)
+        for i, strip in enumerate(evaluation.picture_strips(samples, builders.input_norm(args), args.dataset)):
+            logger.image(f"val/pictures/{i}", strip, trainer.step)
+        return metrics
 
     files = run_state.run_files(args)
     if rt.dist.is_main:

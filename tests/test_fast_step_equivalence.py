@@ -66,7 +66,8 @@ def test_project_loop_equals_reference_bitwise_in_nchw_fp32(backbone):
     fast = ProjectLoop(net, DMT, project_runtime(CPU, Precision("fp32", CPU), torch.contiguous_format))
     fast.run(batch, 1)
     logged = fast.last_logged()
-    assert set(logged) == {"loss", "disagree", "current_win", "avg_weights"} == set(ref.last_stats)
+    assert set(logged) == {"loss", "disagree", "current_win", "avg_weights", "weight_agree", "weight_disagree",
+                           "weight_zero_frac"} == set(ref.last_stats)
     for key, value in ref.last_stats.items():
         assert logged[key] == pytest.approx(value, rel=1e-6, abs=0), key
     # the statistics describe the batch: at most every non-ignored pseudo pixel disagrees
@@ -134,8 +135,8 @@ def test_bf16_fast_step_matches_fp32_reference_to_bf16_tolerance():
     ref = reference_step(copy.deepcopy(base), DMT, batch)
     fast = fast_loop(copy.deepcopy(base), DMT, "bf16")
     loss, stats, _ = fast.step_fn(batch, 1)
-    # device-side statistics: 0-d tensors, nothing read back by the step itself
-    assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in stats.values())
+    # device-side statistics: 0-d tensors (the weight histogram a 1-D one), nothing read back by the step itself
+    assert all(isinstance(v, torch.Tensor) and v.dim() == (1 if k == "weights_hist" else 0) for k, v in stats.items())
     assert float(loss.detach()) == pytest.approx(float(ref.last_loss), rel=1e-2)
     assert float(stats["loss"]) == pytest.approx(ref.last_stats["loss"], rel=1e-2)
     assert float(stats["avg_weights"]) == pytest.approx(ref.last_stats["avg_weights"], abs=1e-2)

@@ -7,7 +7,9 @@ labels ``(N,)`` / ``(N, H, W)`` (integer) or label + confidence stacked on dim 1
 samples first, then the labelled ones; ``split_index`` is the number of pseudo-labelled samples.
 
 Statistics come back as 0-d tensors on the logits' device (no host sync): ``disagree``,
-``current_win``, ``avg_weights`` and ``loss`` (= Σℓ/M, the unweighted loss), as in the original.
+``current_win``, ``avg_weights`` and ``loss`` (= Σℓ/M, the unweighted loss), as in the original,
+and the weight diagnostics of :func:`weight_stats` (a histogram of the pseudo weights, their mean
+on agreeing / disagreeing pixels, the fraction set to 0).
 """
 from __future__ import annotations
 
@@ -65,8 +67,41 @@ def labelled_mask(labels: torch.Tensor, split_index: int) -> torch.Tensor:
     return mask.view(-1, *([1] * (labels.dim() - 1))).expand_as(labels)
 
 
+WEIGHT_HIST_BINS = 20  # equal-width bins over [0, 1] of the ``weights_hist`` statistic
+
+
+def weight_stats(weights: torch.Tensor, agree: torch.Tensor, pseudo: torch.Tensor,
+                 bins: int = WEIGHT_HIST_BINS) -> dict[str, torch.Tensor]:
+    """What the dynamic weights do to the pseudo-labelled pixels/samples (``pseudo``: bool mask of
+    the non-ignored pseudo part; ``agree``: the current model's argmax equals the teacher's label).
+
+    * ``weights_hist``: a 1-D tensor of ``bins`` counts of the pseudo weights in equal-width bins over
+      [0, 1] (bin b holds b/B ≤ w < (b+1)/B; w = 1 goes to the last bin) — summed, not averaged,
+      over a logging interval (:class:`utils.trainer.Trainer` turns 1-D stats into histograms);
+    * ``weight_agree`` / ``weight_disagree``: mean weight over the agreeing / disagreeing pseudo pixels
+      (0 when there are none);
+    * ``weight_zero_frac``: the fraction of pseudo pixels whose weight is exactly 0 (SPEC §3.1: the
+      current model is surer of another class than the teacher was).
+
+    All on the device, without boolean indexing (no device→host sync in the training step).
+    """
+    w = weights.detach().float()
+    pseudo_f = pseudo.float()
+    agree_f = (agree & pseudo).float()
+    disagree_f = (~agree & pseudo).float()
+    index = (torch.nan_to_num(w, nan=0.0).clamp(0, 1) * bins).long().clamp_max(bins - 1).reshape(-1)
+    hist = torch.zeros(bins, dtype=torch.float32, device=w.device).scatter_add_(0, index, pseudo_f.reshape(-1))
+    return {
+        "weights_hist": hist,
+        "weight_agree": (w * agree_f).sum() / agree_f.sum().clamp_min(1),
+        "weight_disagree": (w * disagree_f).sum() / disagree_f.sum().clamp_min(1),
+        "weight_zero_frac": ((w == 0).float() * pseudo_f).sum() / pseudo_f.sum().clamp_min(1),
+    }
+
+
 def _stats(labels, valid, parts, weights, split_index) -> dict[str, torch.Tensor]:
-    """The original's per-step statistics: disagree, current_win, avg_weights (SPEC §3.1)."""
+    """The original's per-step statistics: disagree, current_win, avg_weights (SPEC §3.1), and the
+    weight diagnostics of :func:`weight_stats`."""
     pseudo = valid & ~labelled_mask(labels, split_index)
     disagree = pseudo & ~parts["agree"]
     return {
@@ -74,6 +109,7 @@ def _stats(labels, valid, parts, weights, split_index) -> dict[str, torch.Tensor
         "current_win": (disagree & parts["current_win"]).sum().float(),
         # masked mean without boolean indexing: no device→host sync in the training step
         "avg_weights": (weights.float() * valid).sum() / valid.sum().clamp_min(1),
+        **weight_stats(weights, parts["agree"], pseudo),
     }
 
 

@@ -1,6 +1,6 @@
 """Markdown tables of the results in ``log.txt`` files, beside the paper's numbers (SPEC §10).
 
-    python -m utils.report LOG_OR_DIR [LOG_OR_DIR ...] [--gpu-hours] [--out FILE]
+    python -m utils.report LOG_OR_DIR [LOG_OR_DIR ...] [--gpu-hours] [--out FILE] [--plots DIR]
 
 Reads each given ``log.txt`` and every ``log.txt`` below each given folder. Lines are read with
 :func:`utils.run_log.parse_log_line`; lines of another shape, and run names that do not follow the
@@ -18,12 +18,25 @@ Output:
 * a compact table per dataset laid out as in the paper (columns = label ratios), ours and the
   paper's rows;
 * with ``--gpu-hours``: Σ wall_s × procs / 3600 per experiment and device and overall, over the lines
-  that carry ``wall_s`` (``procs`` missing counts as 1).
+  that carry ``wall_s`` (``procs`` missing counts as 1);
+* every per-experiment row says its metric and evaluation set, read from the line's fields
+  (``metric=`` / ``protocol=``, ``val=`` / ``set=``; segmentation lines are mIoU; a classification
+  test line without ``metric=`` is matched against its ``accuracy=`` / ``fine_grained=`` fields);
+* a pseudo-label quality table per experiment when labelling passes recorded it: log.txt lines
+  with a ``kept`` and/or ``pseudo_acc`` field (and ``pseudo_miou``), and ``labeling.json`` records
+  below the given folders, named ``<labeller run>-for-<target run>`` (the record's folder name for
+  ``labeling.json``); the row is the target run's tag, i.e. the phase and model the labels are for.
+  Fractions ≤ 1 are shown as percentages (``kept`` counts with a ``total`` are divided by it);
+* with ``--plots DIR``: PNGs (matplotlib, Agg) of the same numbers — ``<experiment>.png``, the result
+  of every phase for each model (mean ± std over runs) against our baseline and the paper's numbers,
+  and ``<experiment>_pseudo.png``, pseudo-label accuracy against the kept fraction per phase (when
+  the labelling fields exist).
 """
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import json
 import math
 import re
 import sys
@@ -35,10 +48,11 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from utils.errors import UserError, run_cli
-from utils.io import write_text_atomic
+from utils.io import write_bytes_atomic, write_text_atomic
 from utils.run_log import parse_log_line
 
-RUN_NAME = re.compile(r"^(?P<experiment>.+)-(?P<run>\d+)__(?P<tag>\S+)$")
+RUN_NAME = re.compile(r"^(?P<experiment>(?:(?!__).)+)-(?P<run>\d+)__(?P<tag>(?:(?!__)\S)+)$")
+FOR_SEPARATOR = "-for-"  # labelling passes: <labeller run>-for-<target run>
 PHASE_TAG = re.compile(r"^p(?P<phase>\d+)(?:--(?P<suffix>.+))?$")
 BEST_TAG = "p5--best"
 SEG_MODELS = ("c", "i", "l", "r")
@@ -105,11 +119,28 @@ class Result:
     run: int
     tag: str
     value: float
+    metric: str = "?"     # what the value measures, e.g. "mIoU (whole)", "accuracy"
+    eval_set: str = "?"   # the evaluation set it was measured on, e.g. "val", "test"
+
+
+@dataclass(frozen=True)
+class LabelQuality:
+    """One labelling pass, for the target run ``experiment-run__tag``; percentages (None = not recorded)."""
+    experiment: str
+    run: int
+    tag: str
+    kept: float | None
+    pseudo_acc: float | None
+    pseudo_miou: float | None
+
+
+LABEL_FIELDS = ("kept", "pseudo_acc")  # a log line with one of these is a labelling pass, not a result
 
 
 @dataclass
 class LogData:
     results: dict[tuple[str, int, str], Result] = field(default_factory=dict)
+    labels: dict[tuple[str, int, str], LabelQuality] = field(default_factory=dict)
     cost_lines: list[tuple[str, str, float]] = field(default_factory=list)  # (experiment, device, GPU-seconds)
     files: int = 0
     other_shape: int = 0
@@ -151,8 +182,90 @@ def _cost_seconds(fields: dict[str, str]) -> float | None:
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def read_logs(log_files: Iterable[Path]) -> LogData:
+METRIC_NAMES = {"accuracy": "accuracy", "fine_grained": "fine-grained accuracy", "miou": "mIoU"}
+
+
+def metric_of(experiment: str, value: float, fields: dict[str, str]) -> str:
+    """What a result line's value measures, from its fields (see the module docstring)."""
+    if "metric" in fields:
+        return METRIC_NAMES.get(fields["metric"], fields["metric"])
+    if "protocol" in fields or "pixel_acc" in fields or experiment in SEG_EXPERIMENTS:
+        return f"mIoU ({fields['protocol']})" if "protocol" in fields else "mIoU"
+    for key in ("accuracy", "fine_grained"):
+        try:
+            if abs(float(fields[key]) - value) < 1e-3:
+                return METRIC_NAMES[key]
+        except (KeyError, ValueError):
+            continue
+    return "?"
+
+
+def labelling_target(name: str) -> tuple[str, int, str] | None:
+    """The run a labelling pass labelled for: ``A-for-B`` → B's parts; else the name's own parts."""
+    return split_run_name(name.rsplit(FOR_SEPARATOR, 1)[-1])
+
+
+def _number(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _percent(value: object, total: object = None) -> float | None:
+    """A fraction (≤ 1) or a percentage as a percentage; a count with a ``total`` divided by it."""
+    number, total = _number(value), _number(total)
+    if number is None:
+        return None
+    if total and number > 1:
+        number /= total
+    return number * 100 if number <= 1 else number
+
+
+def label_quality(parts: tuple[str, int, str], fields: dict) -> LabelQuality:
+    kept = fields.get("kept", fields.get("kept_fraction"))
+    return LabelQuality(*parts, kept=_percent(kept, fields.get("total")), pseudo_acc=_percent(fields.get("pseudo_acc")),
+                        pseudo_miou=_percent(fields.get("pseudo_miou")))
+
+
+def find_label_records(paths: Sequence[str | Path]) -> list[Path]:
+    """Every ``labeling.json`` below the given folders."""
+    found: dict[Path, None] = {}
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.update((p.resolve(), None) for p in sorted(path.rglob("labeling.json")))
+    return list(found)
+
+
+def _flat_record(record: dict) -> dict:
+    """The record's top-level values, with the values of nested dicts (one level) where the top has none."""
+    flat = {k: v for k, v in record.items() if not isinstance(v, dict)}
+    for value in record.values():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                flat.setdefault(k, v)
+    return flat
+
+
+def read_label_records(records: Iterable[Path], data: LogData) -> None:
+    """Labelling quality from ``labeling.json`` files (folder name ``<labeller>-for-<target>``)."""
+    for path in records:
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a labelling record is optional for the report; an unreadable one is left out
+        parts = labelling_target(path.parent.name)
+        if not isinstance(record, dict) or parts is None:
+            continue
+        flat = _flat_record(record)
+        if any(k in flat for k in (*LABEL_FIELDS, "kept_fraction")):
+            data.labels[parts] = label_quality(parts, flat)
+
+
+def read_logs(log_files: Iterable[Path], label_records: Iterable[Path] = ()) -> LogData:
     data = LogData()
+    read_label_records(label_records, data)
     for path in log_files:
         data.files += 1
         try:
@@ -173,11 +286,19 @@ def read_logs(log_files: Iterable[Path]) -> LogData:
                 else:
                     experiment = parts[0] if parts else "(other run names)"
                     data.cost_lines.append((experiment, fields.get("device", "?"), seconds))
+            if any(k in fields for k in LABEL_FIELDS):
+                target = labelling_target(name)
+                if target is None:
+                    data.other_names += 1
+                else:
+                    data.labels[target] = label_quality(target, fields)
+                continue
             if parts is None:
                 data.other_names += 1
                 continue
             data.duplicates += parts in data.results
-            data.results[parts] = Result(*parts, value)
+            data.results[parts] = Result(*parts, value, metric_of(parts[0], value, fields),
+                                         fields.get("val", fields.get("set", "?")))
     return data
 
 
@@ -193,13 +314,14 @@ def tag_order(tag: str) -> tuple:
 def with_best_rows(results: Iterable[Result]) -> list[Result]:
     """The results plus, per segmentation run with p5 models, a ``p5--best`` result (their maximum)."""
     results = list(results)
-    best: dict[tuple[str, int], float] = {}
+    best: dict[tuple[str, int], Result] = {}
     for r in results:
         match = PHASE_TAG.match(r.tag)
         if match and match["phase"] == "5" and match["suffix"] in SEG_MODELS:
             key = (r.experiment, r.run)
-            best[key] = max(best.get(key, -math.inf), r.value)
-    return results + [Result(e, run, BEST_TAG, v) for (e, run), v in best.items()]
+            if key not in best or r.value > best[key].value:
+                best[key] = r
+    return results + [Result(e, run, BEST_TAG, r.value, r.metric, r.eval_set) for (e, run), r in best.items()]
 
 
 def select(results: Iterable[Result], experiment: str, tag_pattern: str) -> list[Result]:
@@ -230,16 +352,43 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def experiment_order(experiments: Iterable[str]) -> list[str]:
+    present = set(experiments)
+    return [e for e in EXPERIMENTS if e in present] + sorted(present - set(EXPERIMENTS))
+
+
+def _joined(values: Iterable[str]) -> str:
+    return " / ".join(sorted(set(values))) or "?"
+
+
 def experiment_tables(results: Sequence[Result]) -> list[str]:
     out: list[str] = []
-    present = {r.experiment for r in results}
-    for experiment in [e for e in EXPERIMENTS if e in present] + sorted(present - set(EXPERIMENTS)):
+    for experiment in experiment_order(r.experiment for r in results):
         rows = []
         for tag in sorted({r.tag for r in results if r.experiment == experiment}, key=tag_order):
             chosen = sorted(select(results, experiment, tag), key=lambda r: r.run)
-            rows.append([f"`{tag}`", mean_std([r.value for r in chosen]), str(len(chosen)),
+            rows.append([f"`{tag}`", _joined(r.metric for r in chosen), _joined(r.eval_set for r in chosen),
+                         mean_std([r.value for r in chosen]), str(len(chosen)),
                          ", ".join(str(r.run) for r in chosen), _fmt_paper(paper_number(experiment, tag))])
-        out += [f"### {experiment}", "", *_table(["tag", "mean ± std", "n", "runs", "paper"], rows), ""]
+        out += [f"### {experiment}", "",
+                *_table(["tag", "metric", "evaluation set", "mean ± std", "n", "runs", "paper"], rows), ""]
+    return out
+
+
+def label_tables(labels: Sequence[LabelQuality]) -> list[str]:
+    """Per experiment: for each labelled-for tag, kept fraction, accuracy and mIoU of the kept pseudo
+    labels against the ground truth of the unlabelled images (mean ± std over runs)."""
+    out: list[str] = []
+    for experiment in experiment_order(q.experiment for q in labels):
+        rows = []
+        for tag in sorted({q.tag for q in labels if q.experiment == experiment}, key=tag_order):
+            chosen = sorted((q for q in labels if q.experiment == experiment and q.tag == tag), key=lambda q: q.run)
+            cells = [mean_std([v for q in chosen if (v := getattr(q, key)) is not None])
+                     for key in ("kept", "pseudo_acc", "pseudo_miou")]
+            rows.append([f"`{tag}`", *cells, str(len(chosen)), ", ".join(str(q.run) for q in chosen)])
+        header = ["labels for", "kept % (unlabelled set)", "pseudo-label accuracy % (kept, vs GT)",
+                  "pseudo-label mIoU (kept, vs GT)", "n", "runs"]
+        out += [f"### {experiment}", "", *_table(header, rows), ""]
     return out
 
 
@@ -281,6 +430,12 @@ def render(data: LogData, gpu_hours: bool) -> str:
              "", *(f"* {note}" for note in NOTES), ""]
     if results:
         lines += ["## Paper tables", "", *paper_tables(results), "## Per experiment", "", *experiment_tables(results)]
+    if data.labels:
+        lines += ["## Pseudo-label quality per labelling pass", "",
+                  "* kept: the fraction of the unlabelled pixels (CIFAR: images) the pass labelled; accuracy and "
+                  "mIoU of those kept labels against the unlabelled images' ground truth (measured only, never "
+                  "used in training); rows are the run the labels were made for.", "",
+                  *label_tables(list(data.labels.values()))]
     if gpu_hours:
         lines += ["## GPU hours (Σ wall_s × procs / 3600)", ""]
         if data.cost_lines:
@@ -293,22 +448,153 @@ def render(data: LogData, gpu_hours: bool) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------------------ plots
+def _phase_series(results: Sequence[Result], experiment: str) -> dict[str, dict[int, list[Result]]]:
+    """``{series: {phase: results}}`` of an experiment's ``p<k>[--suffix]`` tags; series = the suffix
+    (model c/i/l/r, ``best``, ``test``; ``""`` for classification training lines)."""
+    series: dict[str, dict[int, list[Result]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        match = PHASE_TAG.match(r.tag)
+        if r.experiment == experiment and match:
+            series[match["suffix"] or ""][int(match["phase"])].append(r)
+    return series
+
+
+def _std(values: Sequence[float]) -> float:
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def results_figure(results: Sequence[Result], experiment: str):
+    """The experiment's result per phase for each series (mean ± std over runs), our pooled
+    baseline (p0) and oracle, and the paper's numbers."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
+    series = _phase_series(results, experiment)
+    metrics = set()
+    for name in sorted(series, key=lambda n: (n == "best", n)):
+        phases = sorted(series[name])
+        chosen = [series[name][k] for k in phases]
+        means = [float(np.mean([r.value for r in rs])) for rs in chosen]
+        stds = [_std([r.value for r in rs]) for rs in chosen]
+        metric = _joined(r.metric for rs in chosen for r in rs)
+        eval_set = _joined(r.eval_set for rs in chosen for r in rs)
+        metrics.update(r.metric for rs in chosen for r in rs)
+        runs = max(len(rs) for rs in chosen)
+        label = f"{'p<k>--' + name if name else 'p<k>'}: {metric} on {eval_set} (n≤{runs})"
+        ax.errorbar(phases, means, yerr=stds, marker="o", capsize=3, label=label,
+                    linestyle="--" if name == "best" else "-")
+    baseline = [r.value for rs in series.values() for r in rs.get(0, []) if r.tag != BEST_TAG]
+    if experiment in SEG_EXPERIMENTS and baseline:
+        ax.axhline(float(np.mean(baseline)), color="grey", linestyle=":", label=f"our baseline (p0, pooled n={len(baseline)})")
+    oracle = [r.value for r in results if r.experiment == experiment and r.tag == "oracle"]
+    if oracle:
+        ax.axhline(float(np.mean(oracle)), color="green", linestyle=":", label=f"our oracle (all labels, n={len(oracle)})")
+    for pattern, number in PAPER.get(experiment, {}).items():
+        if pattern == "oracle":
+            ax.axhline(number, color="green", linestyle="-.", linewidth=0.8, label=f"paper oracle {number:.2f}")
+        elif pattern.startswith("p0"):
+            ax.axhline(number, color="black", linestyle="-.", linewidth=0.8, label=f"paper baseline {number:.2f}")
+        else:
+            phase = int(PHASE_TAG.match(pattern)["phase"]) if PHASE_TAG.match(pattern) else 5
+            ax.plot([phase], [number], marker="*", markersize=14, color="red", linestyle="none",
+                    label=f"paper `{pattern}` {number:.2f}")
+    ax.set_xlabel("phase (0 = supervised baseline)")
+    ax.set_ylabel(" / ".join(sorted(metrics)) or "result")
+    ax.set_title(f"{experiment}: result per phase (mean ± std over runs)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def pseudo_figure(labels: Sequence[LabelQuality], experiment: str):
+    """Pseudo-label accuracy against the kept fraction, one line per model, points at the phases
+    (mean ± std over runs)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, dict[int, list[LabelQuality]]] = defaultdict(lambda: defaultdict(list))
+    for q in labels:
+        match = PHASE_TAG.match(q.tag)
+        if q.experiment == experiment and match and q.kept is not None and q.pseudo_acc is not None:
+            groups[match["suffix"] or ""][int(match["phase"])].append(q)
+    if not groups:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), constrained_layout=True)
+    for name in sorted(groups):
+        phases = sorted(groups[name])
+        kept = [[q.kept for q in groups[name][k]] for k in phases]
+        acc = [[q.pseudo_acc for q in groups[name][k]] for k in phases]
+        x, y = [float(np.mean(v)) for v in kept], [float(np.mean(v)) for v in acc]
+        ax.errorbar(x, y, xerr=[_std(v) for v in kept], yerr=[_std(v) for v in acc], marker="o", capsize=3,
+                    label=f"labels for model {name}" if name else "labels")
+        for phase, xi, yi in zip(phases, x, y):
+            ax.annotate(f"p{phase}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("kept % of the unlabelled set")
+    ax.set_ylabel("pseudo-label accuracy % (kept, vs ground truth)")
+    ax.set_title(f"{experiment}: pseudo-label accuracy vs kept fraction per phase")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def write_plots(results: Sequence[Result], labels: Sequence[LabelQuality], folder: Path) -> list[Path]:
+    """``<experiment>.png`` for every experiment with phase results, ``<experiment>_pseudo.png`` where
+    labelling passes recorded kept fraction and accuracy; written atomically. Returns the paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for experiment in experiment_order([r.experiment for r in results] + [q.experiment for q in labels]):
+        figures = []
+        if _phase_series(results, experiment):
+            figures.append((folder / f"{experiment}.png", results_figure(results, experiment)))
+        pseudo = pseudo_figure(labels, experiment)
+        if pseudo is not None:
+            figures.append((folder / f"{experiment}_pseudo.png", pseudo))
+        for path, fig in figures:
+            write_bytes_atomic(path, _png(fig))
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m utils.report",
                                 description="Markdown tables of the log.txt results beside the paper's numbers.")
     p.add_argument("paths", nargs="+", metavar="LOG_OR_DIR", help="log.txt files, or folders searched for log.txt")
     p.add_argument("--gpu-hours", action="store_true", help="add GPU-hours (wall_s × procs) per experiment and overall")
     p.add_argument("--out", default=None, help="also write the report to this file (atomically)")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="also write PNG plots of the tables into DIR (per experiment: results per phase; "
+                        "pseudo-label accuracy vs kept fraction)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
-    data = read_logs(find_logs(args.paths))
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
+        raise UserError(f"--plots {args.plots}: exists and is not a folder; pass a folder for the PNGs")
+    data = read_logs(find_logs(args.paths), find_label_records(args.paths))
     if not data.results and not (args.gpu_hours and data.cost_lines):
         raise UserError(f"{', '.join(args.paths)}: no result lines named <experiment>-<run>__<tag> found; pass the "
                         f"log.txt files the experiment scripts append to")
     text = render(data, args.gpu_hours)
+    if args.plots:
+        written = write_plots(with_best_rows(data.results.values()), list(data.labels.values()), Path(args.plots))
+        text += "\n" + "\n".join(["## Plots", "", *(f"* `{path}`" for path in written), ""])
     if args.out:
         write_text_atomic(args.out, text + "\n")
     print(text, flush=True)

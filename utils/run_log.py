@@ -1,4 +1,4 @@
-"""Run logging: TensorBoard scalars, the run's config as JSON, one ``log.txt`` line per finished run.
+"""Run logging: TensorBoard scalars / images / histograms, the run's config as JSON, one ``log.txt`` line per finished run.
 
 ``log.txt`` keeps the original's ``<exp>: <best metric>`` shape at the start of each line so old
 parsers still work; further fields follow as `` | key=value`` pairs, e.g.::
@@ -68,7 +68,8 @@ def save_config(path: str | os.PathLike, config: Mapping[str, Any]) -> None:
 
 
 class RunLogger:
-    """TensorBoard scalars under ``<log_dir>/<exp_name>``; a no-op on non-main ranks."""
+    """TensorBoard scalars, images, figures and histograms under ``<log_dir>/<exp_name>``; a no-op on
+    non-main ranks."""
 
     def __init__(self, log_dir: str | os.PathLike, exp_name: str, enabled: bool = True) -> None:
         self.path = Path(log_dir) / exp_name
@@ -90,9 +91,37 @@ class RunLogger:
         for tag, value in values.items():
             self.scalar(prefix + tag, value, step)
 
-    def figure(self, tag: str, figure, step: int) -> None:
+    def figure(self, tag: str, figure, step: int, close: bool = True) -> None:
+        """A matplotlib figure as an image (closed afterwards unless ``close=False``)."""
         if self.enabled:
-            self.writer.add_figure(tag, figure, step)
+            self.writer.add_figure(tag, figure, step, close=close)
+
+    def image(self, tag: str, image, step: int) -> None:
+        """An RGB image: uint8 (or float in [0, 1]) array/tensor of shape 3×H×W."""
+        if self.enabled:
+            self.writer.add_image(tag, image, step, dataformats="CHW")
+
+    def histogram(self, tag: str, counts, step: int, low: float = 0.0, high: float = 1.0) -> None:
+        """A histogram from precomputed counts of equal-width bins over [low, high].
+
+        TensorBoard keeps bucket right edges and counts; min/max/sum/sum of squares are taken from
+        the bin centres (the raw values are not kept). Nothing is written for all-zero counts.
+        """
+        if not self.enabled:
+            return
+        import numpy as np
+        counts = np.asarray(counts.detach().cpu() if hasattr(counts, "detach") else counts, dtype=np.float64)
+        total = float(counts.sum())
+        if total <= 0:
+            return
+        edges = np.linspace(low, high, len(counts) + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
+        used = np.flatnonzero(counts)
+        self.writer.add_histogram_raw(tag, min=float(edges[used[0]]), max=float(edges[used[-1] + 1]), num=total,
+                                      sum=float((counts * centres).sum()),
+                                      sum_squares=float((counts * centres ** 2).sum()),
+                                      bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(),
+                                      global_step=step)
 
     def flush(self) -> None:
         if self._writer is not None:

@@ -7,6 +7,10 @@ periodic resume checkpoints (model, optimizer, scheduler, scaler, step, RNG, bes
 tqdm progress bar. What a step computes is the caller's ``step_fn``; how the model is evaluated is the
 caller's ``evaluate``.
 
+Statistics: a 0-d stat is averaged over a logging interval and logged as ``train/<name>``; a 1-D
+stat holds the counts of equal-width bins over [0, 1] (e.g. ``weights_hist``, :func:`utils.losses.weight_stats`),
+is summed over the interval and logged as a TensorBoard histogram ``train/<name>``.
+
 Validation schedule (SPEC §8): after step ``s`` (1-based) when ``s % val_every == val_every - 1`` or
 ``s == total_steps - 1``. A snapshot is saved when the metric is strictly better (``>=`` with
 ``snapshot_on_equal``, as the original classification DMT program). The model is evaluated once more
@@ -170,8 +174,11 @@ class Trainer:
             bar.update(1)
             if self.step % self.log_every == 0 or self.step == self.total_steps:
                 self._check_finite(finite)  # the one host sync of a logging interval
-                means = {k: float(v) / count for k, v in sums.items()}
+                means = {k: float(v) / count for k, v in sums.items() if v.dim() == 0}
                 self.logger.scalars(means, self.step, prefix="train/")
+                for key, counts in sums.items():  # 1-D stats: bin counts over [0, 1], summed over the interval
+                    if counts.dim() == 1:
+                        self.logger.histogram(f"train/{key}", counts, self.step)
                 self.logger.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
                 bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
                 sums, count = {}, 0
