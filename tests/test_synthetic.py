@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from data import synthetic as syn
+from data.synthetic import voc as syn_voc
 from utils.errors import UserError, run_cli
 
 VOC_TRAIN, VOC_VAL = 24, 6
@@ -146,7 +147,7 @@ def test_rerun_is_noop_and_other_args_are_refused(voc, tmp_path):
 
 def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     calls = []
-    real_job = syn._voc_job
+    real_job = syn_voc._voc_job
 
     def dying_job(job):
         calls.append(job)
@@ -154,11 +155,11 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
             raise KeyboardInterrupt
         return real_job(job)
 
-    monkeypatch.setattr(syn, "_voc_job", dying_job)
+    monkeypatch.setattr(syn_voc, "_voc_job", dying_job)
     with pytest.raises(KeyboardInterrupt):
         syn.make_voc(tmp_path, num_train=5, num_val=2)
     assert list(tmp_path.iterdir()) == []  # no dataset, no marker, no staging folder
-    monkeypatch.setattr(syn, "_voc_job", real_job)
+    monkeypatch.setattr(syn_voc, "_voc_job", real_job)
     syn.make_voc(tmp_path, num_train=5, num_val=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["VOCdevkit", "synthetic-voc.json"]
 
@@ -323,8 +324,8 @@ def test_voc_subset_of_classes(tmp_path):
 
 
 # ---------------------------------------------------------------- byte-identical output
-# sha256 of tiny datasets of every kind, recorded from the single-module generator before it was
-# split into the data/synthetic/ package (issue 13): the generator's output must not change. The
+# sha256 of tiny datasets of every kind, recorded from the single-module generator (data/synthetic.py)
+# before it was split into the data/synthetic/ package (issue 13): the generator's output must not change. The
 # encoders' bytes depend on the libraries, so another numpy / Pillow / zlib / libjpeg skips.
 RECORDED_WITH = {"numpy": "2.4.6", "pillow": "13.0.0", "zlib": "1.2.13", "jpg": "6.2"}
 RECORDED_DIGESTS = {
