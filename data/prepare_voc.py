@@ -36,9 +36,9 @@ from scipy.io import loadmat
 from scipy.io.matlab import MatReadError
 
 from data.prepare_common import add_count_flags, add_workers_flag, check_counts, examples, run_jobs
-from data.synthetic import VOC_PALETTE
 from segmentation.datasets import VOC_NUM_CLASSES, read_index_png
 from segmentation.generate_splits import id_list_text
+from segmentation.palette import VOC_PALETTE
 from segmentation.transforms import IGNORE_INDEX
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path, read_id_list, require_dir, write_text_atomic

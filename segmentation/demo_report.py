@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from data.synthetic import voc_palette
+from segmentation.palette import voc_palette
 from utils.errors import UserError, run_cli
 from utils.io import write_bytes_atomic, write_text_atomic
 from utils.run_log import RunLogger, parse_log_line

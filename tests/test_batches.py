@@ -4,10 +4,12 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import Dataset
 
-from utils.batches import EpochStream, SeededSampler, paired_batches
+from utils.batches import EpochStream, SeededSampler, eval_loader, paired_batches
+from utils.errors import UserError, run_cli
 
 
 class RandomAug(Dataset):
@@ -73,3 +75,39 @@ def test_paired_batches_cycle_the_secondary_stream():
     pairs = take(paired_batches(primary, secondary), 4)
     assert [p[:, 0].tolist() for p, _ in pairs] == [[0, 1], [2, 3], [4, 5], [0, 1]]
     assert [s[:, 0].tolist() for _, s in pairs] == [[0, 1], [2, 3], [0, 1], [2, 3]]
+
+
+class BadSample(Dataset):
+    """Sample 3 is unreadable input (a UserError) or a bug (any other exception)."""
+
+    def __init__(self, error=UserError):
+        self.error = error
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        if i == 3:
+            raise self.error("/data/JPEGImages/x.jpg: cannot read the image (truncated); re-copy the file")
+        return torch.zeros(1)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+@pytest.mark.parametrize("kind", ["training stream", "eval loader"])
+def test_user_error_in_a_loader_worker_ends_as_its_one_line(kind, workers, capsys):
+    """The one line a bad file gives is the same whatever the number of DataLoader workers: run_cli
+    strips PyTorch's "Caught UserError in DataLoader worker process ..." traceback wrapper."""
+    def main(argv):
+        if kind == "training stream":
+            batches = EpochStream(BadSample(), 2, seed=0, shuffle=False, num_workers=workers).iterate(0)
+            take(batches, 3)
+        else:
+            list(eval_loader(BadSample(), 2, num_workers=workers))
+
+    assert run_cli(main, []) == 2
+    assert capsys.readouterr().err == "error: /data/JPEGImages/x.jpg: cannot read the image (truncated); re-copy the file\n"
+
+
+def test_other_errors_in_a_loader_worker_are_not_turned_into_user_errors():
+    with pytest.raises(ValueError, match="Caught ValueError in DataLoader worker process"):
+        run_cli(lambda argv: list(eval_loader(BadSample(ValueError), 2, num_workers=1)), [])

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from data import synthetic as syn
+from data.synthetic import voc as syn_voc
 from utils.errors import UserError, run_cli
 
 VOC_TRAIN, VOC_VAL = 24, 6
@@ -146,7 +147,7 @@ def test_rerun_is_noop_and_other_args_are_refused(voc, tmp_path):
 
 def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypatch):
     calls = []
-    real_job = syn._voc_job
+    real_job = syn_voc._voc_job
 
     def dying_job(job):
         calls.append(job)
@@ -154,11 +155,11 @@ def test_interrupted_build_leaves_nothing_that_looks_complete(tmp_path, monkeypa
             raise KeyboardInterrupt
         return real_job(job)
 
-    monkeypatch.setattr(syn, "_voc_job", dying_job)
+    monkeypatch.setattr(syn_voc, "_voc_job", dying_job)
     with pytest.raises(KeyboardInterrupt):
         syn.make_voc(tmp_path, num_train=5, num_val=2)
     assert list(tmp_path.iterdir()) == []  # no dataset, no marker, no staging folder
-    monkeypatch.setattr(syn, "_voc_job", real_job)
+    monkeypatch.setattr(syn_voc, "_voc_job", real_job)
     syn.make_voc(tmp_path, num_train=5, num_val=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["VOCdevkit", "synthetic-voc.json"]
 
@@ -320,3 +321,40 @@ def test_voc_subset_of_classes(tmp_path):
     assert values <= {0, 1, 6, 11, 255} and {1, 6, 11} <= values
     with pytest.raises(UserError):
         syn.make_voc(tmp_path / "bad", num_train=2, num_val=1, classes=[21])
+
+
+# ---------------------------------------------------------------- byte-identical output
+# sha256 of tiny datasets of every kind, recorded from the single-module generator (data/synthetic.py)
+# before it was split into the data/synthetic/ package (issue 13): the generator's output must not change. The
+# encoders' bytes depend on the libraries, so another numpy / Pillow / zlib / libjpeg skips.
+RECORDED_WITH = {"numpy": "2.4.6", "pillow": "13.0.0", "zlib": "1.2.13", "jpg": "6.2"}
+RECORDED_DIGESTS = {
+    "voc": "6b7dc4a603039de7b3fadc112a6829ab664bf21fceb2b55c1c736491eb496217",
+    "voc3": "2f0ec017d8d04c9f89c7bacaf9447b2a6a864e99f8720e53ca36b85d3fa3c364",
+    "city": "7ca68b2dee123b47eb1fa1315a7e4431ffa31f94282ee6e8e6ffeeb94af896ba",
+    "cifar": "3e26ffe1f45ee92b1a787f73ee575fee64bd4257fcf8fc3b37e24a03b58f8ddf",
+}
+
+
+def tree_digest(root) -> str:
+    """sha256 over (relative path, sha256 of the bytes) of every file under ``root``, sorted."""
+    import hashlib
+    from pathlib import Path
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def test_generated_bytes_are_the_recorded_ones(tmp_path):
+    import PIL
+    from PIL import features
+    here = {"numpy": np.__version__, "pillow": PIL.__version__, "zlib": features.version("zlib"),
+            "jpg": features.version("jpg")}
+    if here != RECORDED_WITH:
+        pytest.skip(f"encoded bytes depend on the libraries: recorded with {RECORDED_WITH}, here {here}")
+    syn.make_voc(tmp_path / "voc", num_train=4, num_val=2, size_range=(20, 36), seed=5)
+    syn.make_voc(tmp_path / "voc3", num_train=3, num_val=1, size=(24, 32), seed=1, classes=[2, 7, 12])
+    syn.make_cityscapes(tmp_path / "city", num_train=2, num_val=1, size=(24, 48), seed=2)
+    syn.make_cifar10(tmp_path / "cifar", num_train_per_class=1, num_test_per_class=1, seed=4)
+    assert {kind: tree_digest(tmp_path / kind) for kind in RECORDED_DIGESTS} == RECORDED_DIGESTS

@@ -17,7 +17,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.distributed import info as dist_info
-from utils.errors import UserError
 
 
 def _mix(*values: int) -> int:
@@ -118,7 +117,7 @@ class EpochStream:
         epoch, offset = divmod(start, self.per_epoch)
         while True:
             self.sampler.set_epoch(epoch, offset * self.batch_size)
-            yield from worker_errors_as_one_line(self.loader)
+            yield from self.loader
             epoch, offset = epoch + 1, 0
 
 
@@ -126,38 +125,6 @@ def paired_batches(primary: EpochStream, secondary: EpochStream, start: int = 0)
     """DMT's batch pairs: step ``s`` takes batch ``s`` of the primary (pseudo) stream, which defines
     the epoch, and batch ``s`` of the secondary (labelled) stream, which restarts when exhausted."""
     return zip(primary.iterate(start), secondary.iterate(start))
-
-
-def worker_errors_as_one_line(loader: Any) -> Iterator[Any]:
-    """Iterate ``loader``; a :class:`UserError` raised in a DataLoader worker comes back from torch
-    as "Caught UserError in DataLoader worker ... Original Traceback ..." — re-raise it with the
-    original one-line message, so that bad input ends with one line whatever the worker count."""
-    try:
-        yield from loader
-    except UserError as exc:
-        text = str(exc)
-        if "Original Traceback" not in text:
-            raise
-        raise UserError(text.rstrip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
-
-
-class CheckedLoader:
-    """A re-iterable view of a DataLoader whose iteration goes through :func:`worker_errors_as_one_line`."""
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
-
-    def __iter__(self) -> Iterator[Any]:
-        return worker_errors_as_one_line(self.loader)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __getattr__(self, name: str) -> Any:
-        """Everything else (``sampler``, ``dataset``, ``batch_size`` ...) is the DataLoader's."""
-        if name == "loader":  # not set yet (e.g. while unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.loader, name)
 
 
 class ShardSampler(Sampler):
@@ -177,7 +144,7 @@ class ShardSampler(Sampler):
 
 
 def eval_loader(dataset: Dataset, batch_size: int, collate_fn: Callable | None = None,
-                **loader_kwargs: Any) -> CheckedLoader:
+                **loader_kwargs: Any) -> DataLoader:
     """A loader over this rank's :class:`ShardSampler` share of ``dataset``, in order, no drop_last."""
-    return CheckedLoader(DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),  # type: ignore[arg-type]
-                                    drop_last=False, collate_fn=collate_fn, **loader_kwargs))
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),  # type: ignore[arg-type]
+                      drop_last=False, collate_fn=collate_fn, **loader_kwargs)
