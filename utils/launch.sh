@@ -62,8 +62,8 @@ multinode_args() {
             if command -v scontrol > /dev/null 2>&1; then
                 addr="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
             else
-                addr="${SLURM_JOB_NODELIST%%,*}"
-                case "$addr" in *'['*) addr="${addr%%\[*}$(sed -E 's/^\[([0-9]+).*/\1/' <<< "${addr#*\[}")" ;; esac
+                # the first host of a list such as gpu[07-08,10],cpu1 -> gpu07
+                addr="$(sed -E 's/^([^,[]*)(\[([^],-]+))?.*/\1\3/' <<< "$SLURM_JOB_NODELIST")"
             fi
         fi
         if [ -z "$addr" ]; then
