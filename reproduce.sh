@@ -97,7 +97,7 @@ PLAN_ARGS=("$TABLE" --runs "$RUNS")
 [ ${#SPLITS[@]} -eq 0 ] || PLAN_ARGS+=(--splits "${SPLITS[@]}")
 
 if [ "$DRY_RUN" = 1 ]; then
-    exec "$PYTHON" -m utils.reproduce show "${PLAN_ARGS[@]}" --slots "${SLOTS_SPEC//+/,}" ${BENCH:+--bench "$BENCH"}
+    exec "$PYTHON" -m utils.reproduce show "${PLAN_ARGS[@]}" --slots "$SLOTS_SPEC" ${BENCH:+--bench "$BENCH"}
 fi
 PLAN="$("$PYTHON" -m utils.reproduce plan "${PLAN_ARGS[@]}")" || exit 2
 
@@ -118,7 +118,9 @@ report() {
         [ -f "$out/log.txt" ] && dirs+=("$out")
     done
     tmp="$RUNS/.report-$TABLE.md.tmp.$$"
-    "$PYTHON" -m utils.reproduce summary "${PLAN_ARGS[@]}" --status "$STATUS" > "$tmp"
+    local status=(--status "$STATUS")
+    [ "$REPORT_ONLY" = 0 ] || status=()   # SLURM: no local status file; the logs tell
+    "$PYTHON" -m utils.reproduce summary "${PLAN_ARGS[@]}" "${status[@]}" > "$tmp"
     if [ ${#dirs[@]} -gt 0 ]; then
         local extra=()
         if "$PYTHON" -m utils.report --help 2>/dev/null | grep -q -- '--plots'; then extra=(--plots "$RUNS/plots-$TABLE"); fi

@@ -57,6 +57,8 @@ def test_voc_dry_run_prints_the_twelve_experiments_in_order(tmp_path):
     assert [slot for _, slot, _, _ in plan[:4]] == [0, 1, 2, 3]
     assert "Estimated GPU-hours" in proc.stdout and "paper's" in proc.stdout
     assert not (tmp_path / "logs").exists()  # a dry run writes nothing
+    proc = reproduce("voc", "--dry-run", "--gpus", "0+1,2+3", "--out", str(tmp_path))
+    assert [slot for _, slot, _, _ in plan_lines(proc.stdout)][:3] == [0, 1, 0] and "(GPUs 2,3)" in proc.stdout
 
 
 def test_dry_run_gpu_hours_from_a_benchmark_file(tmp_path):
@@ -162,7 +164,9 @@ def test_slots_dependencies_and_a_failure(stub):
     s = spans(recs)
     for t in sorted(a for a, _ in s.values()):
         assert sum(a <= t < b for a, b in s.values()) <= 2
-    assert s["cl-c10-1000-1"][0] < s["cl-c10-1000-2"][1]  # the two first CL runs overlap
+    # both slots are filled before anything is waited for
+    assert [re.sub(r"^\[[\d:]+\] ", "", line).split(";")[0] for line in proc.stdout.splitlines()[:2]] == [
+        "start  cl-c10-1000-1 on slot 0 (GPU 3)", "start  cl-c10-1000-2 on slot 1 (GPU 5)"]
     for seed in (1, 3):
         assert s[f"dmt-c10-1000-{seed}"][0] > s[f"cl-c10-1000-{seed}"][1]
     report = (runs / "report-cifar10-1000.md").read_text()

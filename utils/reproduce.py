@@ -144,6 +144,8 @@ def build_plan(table_name: str, splits: Sequence[int] | None, runs: Path) -> tup
     jobs: list[Job] = []
     for table, experiments in parts:
         ids = tuple(splits) if splits else table.default_ids
+        if table_name == ALL:  # each table takes the ids it has (SBD only 0, CIFAR-10 only seeds 1-5)
+            ids = tuple(i for i in ids if i in table.allowed_ids)
         bad = [i for i in ids if i not in table.allowed_ids]
         if bad:
             raise UserError(f"--splits {' '.join(map(str, ids))}: {table.id_word} {bad[0]} does not exist for the table "
@@ -322,7 +324,8 @@ def show(table_name: str, jobs: Sequence[Job], title: str, slots: Sequence[str],
         lines.append(f"Estimated GPU-hours: {sum(known):.1f} in all"
                      + (f" ({missing} job(s) not projected)" if missing else "")
                      + (f"; about {wall:.1f} h of wall time on {len(slots)} slot(s)" if not missing else "")
-                     + f" — {projector.source}.")
+                     + f" — {projector.source}"
+                     + ("; one GPU per experiment assumed" if any("+" in slot for slot in slots) else "") + ".")
     else:
         lines.append("Estimated GPU-hours: not projected (no measured rate for these jobs).")
     lines.append(f"Then: python -m utils.report on the jobs' output folders (report in "
@@ -331,7 +334,9 @@ def show(table_name: str, jobs: Sequence[Job], title: str, slots: Sequence[str],
 
 
 def slot_label(slot: str) -> str:
-    return "CPU" if slot == "cpu" else f"GPU {slot}"
+    if slot == "cpu":
+        return "CPU"
+    return f"GPU {slot}" if "+" not in slot else f"GPUs {slot.replace('+', ',')}"
 
 
 # --------------------------------------------------------------------------------------- summary
@@ -350,7 +355,7 @@ def summary(table_name: str, jobs: Sequence[Job], status_file: str | None) -> st
         log = job.out / "log.txt"
         results = read_logs([log]).results if log.is_file() else {}
         mine = {tag: r.value for (exp, run, tag), r in results.items() if exp == job.experiment and run == job.id}
-        rows.append([job.experiment, str(job.id), status.get(job.name, "not run"),
+        rows.append([job.experiment, str(job.id), status.get(job.name, "not run" if status_file else "–"),
                      _phase_value(mine, 0), *_last_phase(mine), f"`{job.log}`"])
     head = ["experiment", "split id / seed", "status", "phase 0 (best model)", "last phase", "result (best model)", "log"]
     return "\n".join([f"## Runs of '{table_name}' (one row per experiment and split id / seed)", "",
@@ -393,8 +398,9 @@ def tables_text() -> str:
 
 def parse_slots(text: str) -> list[str]:
     slots = [s.strip() for s in text.split(",") if s.strip()]
-    if not slots or any(s != "cpu" and not s.isdigit() for s in slots):
-        raise UserError(f"--gpus {text}: give GPU indices and/or 'cpu', comma-separated (e.g. 0,1,2,3 or cpu,cpu)")
+    if not slots or any(s != "cpu" and not re.fullmatch(r"\d+(\+\d+)*", s) for s in slots):
+        raise UserError(f"--gpus {text}: give GPU indices (several joined by '+') and/or 'cpu', comma-separated "
+                        f"(e.g. 0,1,2,3 or 0+1,2+3 or cpu,cpu)")
     return slots
 
 
