@@ -84,5 +84,9 @@ run_py_multinode() {
     args="$(multinode_args "$id")" || exit 2
     local opts=()
     mapfile -t opts <<< "$args"
-    (cd "$REPO_ROOT" && "$PYTHON" -m torch.distributed.run "${opts[@]}" -m "$module" "$@")
+    if [ -f "$REPO_ROOT/utils/torchrun.py" ]; then  # the project's torchrun: program flags untouched
+        (cd "$REPO_ROOT" && "$PYTHON" -m utils.torchrun "${opts[@]}" -- "$module" "$@")
+    else
+        (cd "$REPO_ROOT" && "$PYTHON" -m torch.distributed.run "${opts[@]}" -m "$module" "$@")
+    fi
 }
