@@ -17,9 +17,8 @@ export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 run_py() {
     local module="$1"; shift
-    if multinode_enabled; then
-        run_py_multinode "$module" "$@"
-    elif [ "$NGPUS" -gt 1 ]; then
+    if multinode_enabled; then run_py_multinode "$module" "$@"; return; fi   # several nodes: below
+    if [ "$NGPUS" -gt 1 ]; then
         (cd "$REPO_ROOT" && "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPUS" -m "$module" "$@")
     else
         (cd "$REPO_ROOT" && "$PYTHON" -m "$module" "$@")
