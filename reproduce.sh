@@ -76,7 +76,7 @@ while [ $# -gt 0 ]; do
         *) [ -z "$TABLE" ] || die "$1: one TABLE at a time (already '$TABLE'); see ./reproduce.sh --help"; TABLE="$1"; shift ;;
     esac
 done
-[ -n "$TABLE" ] || { usage >&2; exit 2; }
+[ -n "$TABLE" ] || die "give a TABLE (voc, city, sbd, ablations, cifar10, cifar10-1000, all); ./reproduce.sh --help lists them"
 [ -z "$BENCH" ] || [ "$DRY_RUN" = 1 ] || die "--bench $BENCH: only with --dry-run (it projects GPU-hours)"
 [ -z "$BENCH" ] || [ -f "$BENCH" ] || die "--bench $BENCH: no such file; write it with python -m bench.segmentation --json FILE"
 RUNS="${RUNS:-$ROOT/runs}"

@@ -89,6 +89,8 @@ def test_dry_run_gpu_hours_from_a_benchmark_file(tmp_path):
     (["voc", "--bench", "/nonexistent.json"], "--bench /nonexistent.json: only with --dry-run"),
     (["voc", "--dry-run", "--bench", "/nonexistent.json"], "no such file"),
     (["voc", "--wat"], "--wat: unknown option"),
+    ([], "give a TABLE"),
+    (["all", "--splits", "7", "--dry-run"], "no table of 'all' has these"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     proc = reproduce(*args)

@@ -155,6 +155,9 @@ def build_plan(table_name: str, splits: Sequence[int] | None, runs: Path) -> tup
                 out = runs / f"{experiment}-{i}"
                 jobs.append(Job(experiment, i, script_of(experiment), out, runs / "logs" / f"{experiment}-{i}.log",
                                 job_env(experiment, i, runs)))
+    if not jobs:
+        raise UserError(f"--splits {' '.join(map(str, splits or []))}: no table of '{table_name}' has these split ids / "
+                        f"seeds; ./reproduce.sh --help lists each table's")
     names = {j.name for j in jobs}
     for job in jobs:
         dep = dependency_of(job.experiment)
