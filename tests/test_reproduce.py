@@ -61,6 +61,17 @@ def test_voc_dry_run_prints_the_twelve_experiments_in_order(tmp_path):
     assert [slot for _, slot, _, _ in plan_lines(proc.stdout)][:3] == [0, 1, 0] and "(GPUs 2,3)" in proc.stdout
 
 
+def test_dry_run_dependencies_of_the_ablations_and_cifar(tmp_path):
+    plan = plan_lines(reproduce("ablations", "--dry-run", "--slots", "3", "--out", str(tmp_path)).stdout)
+    assert [(job, after) for job, _, after, _ in plan] == [("abl-baseline-2", "-")] + [
+        (f"abl-{name}-2", "abl-baseline-2") for name in ("cbst", "dst", "naive", "flip", "online")]
+    assert f"BASELINE_OUT={tmp_path}/abl-baseline-2 bash segmentation/abl-cbst.sh 2" in plan[1][3]
+    plan = plan_lines(reproduce("cifar10", "--dry-run", "--slots", "2", "--out", str(tmp_path)).stdout)
+    assert [(job, after) for job, _, after, _ in plan] == [(f"cl-c10-4000-{s}", "-") for s in range(1, 6)] + [
+        (f"dmt-c10-4000-{s}", f"cl-c10-4000-{s}") for s in range(1, 6)]
+    assert f"CL_OUT={tmp_path}/cl-c10-4000-3 bash classification/dmt-c10-4000.sh 3" in plan[7][3]
+
+
 def test_dry_run_gpu_hours_from_a_benchmark_file(tmp_path):
     rows = lambda key, value: {"rows": [{"variant": "reference", key: 1.0}, {"variant": "ours", key: value}]}  # noqa: E731
     voc = {"train": {"supervised": rows("ms_per_it", 100.0), "dmt": rows("ms_per_it", 200.0)},
