@@ -2,6 +2,7 @@
 #
 #   NGPUS=4 ./segmentation/dmt-voc-20.sh 1     # 4 processes through torchrun (DDP)
 #   PYTHON=/path/to/python ./...               # which interpreter (default: .venv's if present)
+#   NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host0 MASTER_PORT=29500 NGPUS=8 ./...   # on each of 2 nodes
 #
 # run_py MODULE ARGS... runs `python -m MODULE ARGS...` from the repository root, through
 # `torchrun --standalone --nproc_per_node=$NGPUS` when NGPUS > 1. Every program skips a run whose
@@ -16,9 +17,75 @@ export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 run_py() {
     local module="$1"; shift
+    if multinode_enabled; then run_py_multinode "$module" "$@"; return; fi   # several nodes: below
     if [ "$NGPUS" -gt 1 ]; then
         (cd "$REPO_ROOT" && "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPUS" -m "$module" "$@")
     else
         (cd "$REPO_ROOT" && "$PYTHON" -m "$module" "$@")
+    fi
+}
+
+# ------------------------------------------------------------------------------ several nodes
+# torchrun across nodes, c10d rendezvous. run_py uses it when NNODES > 1, or when the script runs
+# under `srun` (a SLURM job step) on more than one node:
+#   NNODES      nodes (under srun: SLURM_NNODES)          NGPUS  processes per node (default 1)
+#   NODE_RANK   this node's index (under srun: SLURM_NODEID; passed as --node-rank; the c10d
+#               rendezvous may order the nodes differently, which changes nothing in the results)
+#   RDZV_ENDPOINT host:port of the rendezvous, or MASTER_ADDR (under srun: the first host of
+#               SLURM_JOB_NODELIST, through `scontrol show hostnames` when available) and
+#               MASTER_PORT (default 29500)
+#   RDZV_ID     the job's rendezvous id (default SLURM_JOB_ID, else "dmt"); each run_py call adds
+#               its own suffix, so that the k-th program of a script meets the k-th on every node
+# Every node runs the same experiment script (same arguments, shared output folder); rank 0 writes.
+MULTINODE_CALLS=0
+
+multinode_enabled() {
+    if [ -n "${NNODES:-}" ]; then
+        [ "$NNODES" -gt 1 ]
+    else
+        [ -n "${SLURM_STEP_ID:-${SLURM_STEPID:-}}" ] && [ "${SLURM_NNODES:-1}" -gt 1 ]
+    fi
+}
+
+# multinode_args: the torchrun options for this node (prints one per line); exit 2 with one line
+# when something is missing.
+multinode_args() {
+    local nnodes="${NNODES:-${SLURM_NNODES:-1}}" node_rank="${NODE_RANK:-${SLURM_NODEID:-}}"
+    local endpoint="${RDZV_ENDPOINT:-}" addr="${MASTER_ADDR:-}"
+    if [ -z "$node_rank" ]; then
+        echo "error: NNODES=$nnodes: set NODE_RANK (0 .. $((nnodes - 1))) on each node, or run under srun" >&2
+        return 2
+    fi
+    if [ -z "$endpoint" ]; then
+        if [ -z "$addr" ] && [ -n "${SLURM_JOB_NODELIST:-}" ]; then
+            if command -v scontrol > /dev/null 2>&1; then
+                addr="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"
+            else
+                # the first host of a list such as gpu[07-08,10],cpu1 -> gpu07
+                addr="$(sed -E 's/^([^,[]*)(\[([^],-]+))?.*/\1\3/' <<< "$SLURM_JOB_NODELIST")"
+            fi
+        fi
+        if [ -z "$addr" ]; then
+            echo "error: NNODES=$nnodes: set MASTER_ADDR (the first node's address) or RDZV_ENDPOINT=host:port" >&2
+            return 2
+        fi
+        endpoint="$addr:${MASTER_PORT:-29500}"
+    fi
+    printf '%s\n' --nnodes="$nnodes" --node-rank="$node_rank" --nproc-per-node="$NGPUS" \
+        --rdzv-backend=c10d --rdzv-endpoint="$endpoint" --rdzv-id="$1" --max-restarts=0
+}
+
+run_py_multinode() {
+    local module="$1"; shift
+    MULTINODE_CALLS=$((MULTINODE_CALLS + 1))
+    local id args
+    id="${RDZV_ID:-${SLURM_JOB_ID:-dmt}}-$MULTINODE_CALLS-$(printf '%s\0' "$module" "$@" | cksum | cut -d' ' -f1)"
+    args="$(multinode_args "$id")" || exit 2
+    local opts=()
+    mapfile -t opts <<< "$args"
+    if [ -f "$REPO_ROOT/utils/torchrun.py" ]; then  # the project's torchrun: program flags untouched
+        (cd "$REPO_ROOT" && "$PYTHON" -m utils.torchrun "${opts[@]}" -- "$module" "$@")
+    else
+        (cd "$REPO_ROOT" && "$PYTHON" -m torch.distributed.run "${opts[@]}" -m "$module" "$@")
     fi
 }
