@@ -28,7 +28,7 @@ source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../utils/launch.sh"
 
 # amp_default DEVICE: the AMP default follows the device: 1 on CUDA (the original's scripts trained
 # with apex O1 mixed precision), 0 on CPU (one stderr line says so: half precision is emulated or
-# slow on many CPUs; PyTorch's fp16 convolution backward on CPU measured ~100x slower than fp32).
+# slow on many CPUs; an fp16 training step measured 10-200x slower than fp32 on a CPU here).
 # DEVICE=auto asks the interpreter whether CUDA is available (once per script, ~1 s).
 amp_default() {
     local cuda=0

@@ -187,3 +187,32 @@ def test_dmt_voc_20_end_to_end_with_amp_1_is_fp16(voc, tmp_path):
         assert (config["precision"], config["amp_dtype"], config["mixed_precision"]) == ("fp16", "fp16", True)
     records = [json.loads(p.read_text()) for p in (out / "pseudo").glob("*/labeling.json")]
     assert len(records) == 2 and all(r["key"]["mixed_precision"] and r["key"]["amp_dtype"] == "fp16" for r in records)
+
+
+def test_tf32_on_except_under_deterministic_and_cublas_workspace_set(monkeypatch):
+    """The CUDA switches are plain flags: settable (and checked) without a GPU."""
+    import argparse
+
+    from utils.cli import setup_runtime
+    from utils.runtime import configure_backends
+
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    try:
+        configure_backends(torch.device("cuda"), deterministic=False)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.benchmark and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+        configure_backends(torch.device("cuda"), deterministic=True)
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")
+        args = argparse.Namespace(device="cpu", seed=1, deterministic=True, mixed_precision=True, amp_dtype="fp16",
+                                  channels_last=None)
+        rt = setup_runtime(args)  # set before the device is touched, on any device
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8" and rt.precision.mode == "fp16"
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+         torch.backends.cudnn.deterministic) = saved[:4]
+        torch.use_deterministic_algorithms(saved[4])

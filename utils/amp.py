@@ -23,14 +23,22 @@ AMP_DTYPES = ("fp16", "bf16")
 DEFAULT_AMP_DTYPE = "fp16"
 
 
-def choose_mode(mixed_precision: bool, amp_dtype: str, device: torch.device | None = None) -> str:
-    """``fp32`` without mixed precision, else ``amp_dtype`` (fp16 by default, on every device).
+def fastest_dtype(device: torch.device) -> str:
+    """The faster autocast dtype where the hardware runs it natively: bf16 on CPU and on GPUs with
+    native bf16 (Ampere and later; emulation not counted), else fp16. Used by ``bench.segmentation``
+    (``--amp-dtype auto``); the programs' ``--mixed-precision`` default is fp16 everywhere."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    return "bf16"
 
-    ``auto`` (accepted for old command lines and the benchmark) is the default, fp16."""
+
+def choose_mode(mixed_precision: bool, amp_dtype: str, device: torch.device) -> str:
+    """``fp32`` without mixed precision, else ``amp_dtype`` (fp16 by default, on every device;
+    ``auto``: :func:`fastest_dtype`, for the benchmark)."""
     if not mixed_precision:
         return "fp32"
     if amp_dtype == "auto":
-        return DEFAULT_AMP_DTYPE
+        return fastest_dtype(device)
     if amp_dtype not in AMP_DTYPES:
         raise UserError(f"--amp-dtype {amp_dtype}: choose fp16 (the original's numerics, the default) or bf16")
     return amp_dtype
