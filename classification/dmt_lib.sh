@@ -7,8 +7,8 @@
 #   OUT          output folder (default runs/<experiment>-<seed>): checkpoints, log.txt, tb/, pseudo/
 #   DEVICE       auto | cpu | cuda              NGPUS    processes (torchrun when > 1; batches are global)
 #   WORKERS      DataLoader workers (default 8: RandAugment on 512 images per step is CPU work)
-#   AMP          1: --mixed-precision (default; bf16 autocast where supported, add
-#                EXTRA_ARGS="--amp-dtype fp16" for the original's fp16 numerics), 0: fp32
+#   AMP          1: --mixed-precision (fp16 autocast + GradScaler, the original's numerics; add
+#                EXTRA_ARGS="--amp-dtype bf16" for bf16), 0: fp32. Default: 1 on CUDA, 0 on CPU
 #   RATIOS       the phases' label ratios (default "0.2 0.4 0.6 0.8 1.0")
 #   PHASE_SEEDS  the phases' seeds (default "6 7 8 9 10": hard-coded in the original, SPEC §11.22)
 #   CL_OUT       (dmt scripts) output folder of the CL run whose phase-0 model is reused
@@ -26,6 +26,25 @@
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../utils/launch.sh"
 
+# amp_default DEVICE: the AMP default follows the device: 1 on CUDA (the original's scripts trained
+# with apex O1 mixed precision), 0 on CPU (one stderr line says so: half precision is emulated or
+# slow on many CPUs; an fp16 training step measured 10-200x slower than fp32 on a CPU here).
+# DEVICE=auto asks the interpreter whether CUDA is available (once per script, ~1 s).
+amp_default() {
+    local cuda=0
+    case "$1" in
+        cuda*) cuda=1 ;;
+        cpu) cuda=0 ;;
+        *) if "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then cuda=1; fi ;;
+    esac
+    if [ "$cuda" = 1 ]; then
+        echo 1
+    else
+        echo "note: AMP=0 (fp32) on CPU, where half precision is emulated and slow; AMP=1 forces fp16 mixed precision" >&2
+        echo 0
+    fi
+}
+
 # cls_setup SEED: common settings; call after the script's own variables.
 cls_setup() {
     SEED="$1"
@@ -39,7 +58,7 @@ cls_setup() {
     OUT="$(realpath -m "${OUT:-$REPO_ROOT/runs/$EXP}")"
     DEVICE="${DEVICE:-auto}"
     WORKERS="${WORKERS:-8}"
-    AMP="${AMP:-1}"
+    AMP="${AMP:-$(amp_default "$DEVICE")}"
     RATIOS="${RATIOS:-0.2 0.4 0.6 0.8 1.0}"
     PHASE_SEEDS="${PHASE_SEEDS:-6 7 8 9 10}"
     EXTRA_ARGS="${EXTRA_ARGS:-}"

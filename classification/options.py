@@ -99,25 +99,62 @@ def build_dmt_parser() -> argparse.ArgumentParser:
 
 def check_shared(args: argparse.Namespace) -> None:
     """Flag values that cannot work, as one-line errors before anything is loaded."""
+    from utils.cli import check_number, check_runtime_args
+
     for flag, value in (("--epochs", args.epochs), ("--val-num-steps", args.val_num_steps), ("--n", args.n),
                         ("--m", args.m), ("--eval-batch-size", args.eval_batch_size)):
         if value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
-    if not 0.0 <= args.ema_decay <= 1.0:
-        raise UserError(f"--ema-decay {args.ema_decay}: must lie in [0, 1] (0.001 reproduces the original's EMA)")
-    if args.lr <= 0 or args.weight_decay < 0:
-        raise UserError(f"--lr {args.lr} --weight-decay {args.weight_decay}: need lr > 0 and weight decay >= 0")
-    if args.workers < 0:
-        raise UserError(f"--workers {args.workers}: must be >= 0")
+    check_number("--ema-decay", args.ema_decay, low=0, high=1, hint="0.001 reproduces the original's EMA")
+    check_number("--lr", args.lr, low=0, low_open=True, hint="the original's rate is 0.2 (baseline), 0.1 (DMT)")
+    check_number("--weight-decay", args.weight_decay, low=0)
+    check_number("--resume-every", args.resume_every, low=0, hint="0 = only after validations and at the end")
+    check_runtime_args(args)
+
+
+def smallest_label_ratio(count: int) -> float:
+    """The smallest ``--label-ratio`` r < 1 (4 significant digits, rounded up) whose curriculum
+    threshold keeps at least one of ``count`` images: index int(−r·N + 1) ≤ −2 (docs/method.md §2.2).
+    1.0 when no r < 1 does (N ≤ 3)."""
+    import math
+
+    exact = 3.0 / count
+    if exact >= 1:
+        return 1.0
+    unit = 10.0 ** (math.floor(math.log10(exact)) - 3)
+    shown = float(f"{math.ceil(exact / unit) * unit:.4g}")
+    while int(-shown * count + 1) > -2:  # float rounding of r·N
+        shown = float(f"{shown + unit:.4g}")
+    return shown if shown < 1 else 1.0
+
+
+def check_label_ratio(ratio: float, count: int, source: object) -> None:
+    """UserError unless ``ratio`` selects a usable part of the ``count`` unlabelled images of ``source``.
+
+    For r < 1 the original keeps the images strictly above P[int(−r·N + 1)] of the ascending
+    confidences (docs/method.md §2.2). With r·N < 3 that index rounds to 0 (the whole set but its
+    least confident image: r·N < 2) or to −1 (the most confident image: nothing is kept), which the
+    original accepted silently. r ≥ 1 keeps every image."""
+    if ratio >= 1:
+        return
+    index = int(-ratio * count + 1)
+    if index >= -1:
+        kept = "every image but the least confident one" if index == 0 else "no image"
+        smallest = smallest_label_ratio(count)
+        advice = (f"use --label-ratio >= {smallest:g} (keeps at least one image) or 1 (keeps all)" if smallest < 1
+                  else "use --label-ratio 1 (keeps all)")
+        raise UserError(f"--label-ratio {ratio:g}: with the {count} unlabelled images of {source} the curriculum "
+                        f"index int(-r*N + 1) = {index} keeps {kept}; {advice}")
 
 
 def parse_fs(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from utils.cli import check_number
+
     args = build_fs_parser().parse_args(argv)
     check_shared(args)
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.alpha is not None and args.alpha < 0:
-        raise UserError(f"--alpha {args.alpha}: must be >= 0 (leave it out for no mixup)")
+    check_number("--alpha", args.alpha, low=0, hint="leave it out for no mixup")
     if args.state == 2 and not args.continue_from:
         raise UserError("--state 2 tests a checkpoint: pass it with --continue-from")
     args.named = args.exp_name != AUTO
@@ -127,18 +164,20 @@ def parse_fs(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def parse_dmt(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    from utils.cli import check_number
+
     args = build_dmt_parser().parse_args(argv)
     check_shared(args)
     for flag, value in (("--batch-size-labeled", args.batch_size_labeled),
                         ("--batch-size-pseudo", args.batch_size_pseudo)):
         if value < 1:
             raise UserError(f"{flag} {value}: must be at least 1")
-    if args.alpha < 0 and args.alpha != -1:
-        raise UserError(f"--alpha {args.alpha}: must be >= 0, or -1 for no mixup")
-    if args.gamma1 < 0 or args.gamma2 < 0:
-        raise UserError(f"--gamma1 {args.gamma1} --gamma2 {args.gamma2}: must be >= 0")
-    if not args.label_ratio > 0:
-        raise UserError(f"--label-ratio {args.label_ratio}: must be > 0 (1 keeps every image)")
+    if args.alpha != -1:
+        check_number("--alpha", args.alpha, low=0, hint="-1 = no mixup")
+    check_number("--gamma1", args.gamma1, low=0)
+    check_number("--gamma2", args.gamma2, low=0)
+    check_number("--labeled-weight", args.labeled_weight, low=0)
+    check_number("--label-ratio", args.label_ratio, low=0, low_open=True, hint="1 keeps every image")
     if args.labeling and not args.continue_from:
         raise UserError("--labeling needs the labeller's weights: pass --continue-from CHECKPOINT")
     args.named = args.exp_name != AUTO

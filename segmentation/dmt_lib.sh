@@ -9,7 +9,9 @@
 #   PRETRAINED  imagenet | none | PATH (backbone init of the ImageNet-initialised models)
 #   COCO_INIT   converted COCO checkpoint (segmentation/convert_coco.py) for the c/l/r models;
 #               empty: they start from the PRETRAINED backbone (a warning says the numbers won't match)
-#   CROP "H W", TEST_SIZE "H W", WORKERS, AMP (1: --mixed-precision, 0: fp32)
+#   CROP "H W", TEST_SIZE "H W", WORKERS
+#   AMP         1: --mixed-precision (fp16 autocast + GradScaler, the original's numerics; add
+#               EXTRA_ARGS="--amp-dtype bf16" for bf16), 0: fp32. Default: 1 on CUDA, 0 on CPU
 #   RATIOS      the phases' label ratios (default "0.2 0.4 0.6 0.8 1.0")
 #   PARALLEL_MODELS  1: run the two models' halves of each mutual phase at the same time (their
 #               labels live in separate folders); the default 0 runs them one after the other
@@ -21,6 +23,25 @@
 # Pseudo labels: $OUT/pseudo/<labeller run>-for-<target run>, one folder per labelling pass.
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../utils/launch.sh"
+
+# amp_default DEVICE: the AMP default follows the device: 1 on CUDA (the original's scripts trained
+# with apex O1 mixed precision), 0 on CPU (one stderr line says so: half precision is emulated or
+# slow on many CPUs; an fp16 training step measured 10-200x slower than fp32 on a CPU here).
+# DEVICE=auto asks the interpreter whether CUDA is available (once per script, ~1 s).
+amp_default() {
+    local cuda=0
+    case "$1" in
+        cuda*) cuda=1 ;;
+        cpu) cuda=0 ;;
+        *) if "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then cuda=1; fi ;;
+    esac
+    if [ "$cuda" = 1 ]; then
+        echo 1
+    else
+        echo "note: AMP=0 (fp32) on CPU, where half precision is emulated and slow; AMP=1 forces fp16 mixed precision" >&2
+        echo 0
+    fi
+}
 
 abs_path() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 
@@ -39,7 +60,7 @@ seg_setup() {
     COCO_INIT="${COCO_INIT:-}"
     [ -n "$COCO_INIT" ] && COCO_INIT="$(abs_path "$COCO_INIT")"
     if [ "$DATASET" = voc ]; then WORKERS="${WORKERS:-4}"; else WORKERS="${WORKERS:-8}"; fi
-    AMP="${AMP:-1}"
+    AMP="${AMP:-$(amp_default "$DEVICE")}"
     RATIOS="${RATIOS:-0.2 0.4 0.6 0.8 1.0}"
     EXTRA_ARGS="${EXTRA_ARGS:-}"
     COMMON_ARGS=(--dataset "$DATASET" --data-root "$DATA_ROOT" --out-dir "$OUT" --device "$DEVICE"

@@ -355,9 +355,10 @@ BAD_INPUTS = {
     "dataset folder missing": (None, ["--state", "2"], "nowhere"),
     "split file missing": (None, ["--state", "2", "--train-set", "7"], "7_labeled_0.txt"),
     "unreadable image": (corrupt_image, ["--state", "2"], ".jpg"),
-    "unreadable image in a loader worker": (corrupt_image, ["--state", "2", "--workers", "1"], ".jpg"),
+    # --no-check-data: found when loaded, inside a DataLoader worker (the data check would find it first)
+    "unreadable image in a loader worker": (corrupt_image, ["--state", "2", "--workers", "1", "--no-check-data"], ".jpg"),
     "unreadable image while labelling in a worker": (corrupt_unlabelled_image, [
-        "--state", "1", "--labeling", "--continue-from", "VOC_CKPT", "--workers", "1"], ".jpg"),
+        "--state", "1", "--labeling", "--continue-from", "VOC_CKPT", "--workers", "1", "--no-check-data"], ".jpg"),
     "label out of range": (label_out_of_range, ["--state", "2"], ".png"),
     "label size mismatch": (label_wrong_size, ["--state", "2"], ".png"),
     "pseudo folder missing": (None, ["--state", "1", "--pseudo-dir", "PSEUDO_GONE"], "PSEUDO_GONE"),

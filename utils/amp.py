@@ -1,8 +1,14 @@
-"""Mixed precision with ``torch.amp`` in place of apex (SPEC §7.1: autocast + GradScaler).
+"""Mixed precision with ``torch.amp`` in place of apex (docs/method.md §7.1: autocast + loss scaling).
 
-``--mixed-precision`` keeps its original name. ``--amp-dtype`` picks bf16 (no scaler needed; the
-default where the device supports it) or fp16 + GradScaler (the original's numerics, for GPUs
-without bf16). On CPU, autocast runs in bf16. Without ``--mixed-precision`` everything is fp32.
+``--mixed-precision`` means what the original ran (apex O1 / ``torch.cuda.amp``): **fp16** autocast
+with dynamic loss scaling (a GradScaler), on every device, CPU included. ``--amp-dtype bf16`` is the
+opt-in alternative: faster and more robust on A100/H100-class GPUs (no scaler, no overflow), but its
+numerics differ from the original's. Without ``--mixed-precision`` everything runs in fp32.
+
+With fp16 the GradScaler skips an optimizer step whose gradients hold inf/NaN (and halves its
+scale); :meth:`Precision.step` says whether the step ran, so that a second ``optimizer.step()``
+(the online ablation's ``--online-double-step``) is skipped with it. The LR scheduler still steps
+on a skipped iteration, as the original's did.
 """
 from __future__ import annotations
 
@@ -13,20 +19,28 @@ import torch
 from utils.errors import UserError
 
 MODES = ("fp32", "bf16", "fp16")
+AMP_DTYPES = ("fp16", "bf16")
+DEFAULT_AMP_DTYPE = "fp16"
+
+
+def fastest_dtype(device: torch.device) -> str:
+    """The faster autocast dtype where the hardware runs it natively: bf16 on CPU and on GPUs with
+    native bf16 (Ampere and later; emulation not counted), else fp16. Used by ``bench.segmentation``
+    (``--amp-dtype auto``); the programs' ``--mixed-precision`` default is fp16 everywhere."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
+    return "bf16"
 
 
 def choose_mode(mixed_precision: bool, amp_dtype: str, device: torch.device) -> str:
-    """``fp32`` without mixed precision; else ``amp_dtype`` (``auto``: bf16 where supported, else fp16)."""
+    """``fp32`` without mixed precision, else ``amp_dtype`` (fp16 by default, on every device;
+    ``auto``: :func:`fastest_dtype`, for the benchmark)."""
     if not mixed_precision:
         return "fp32"
     if amp_dtype == "auto":
-        if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16"
-    if amp_dtype not in ("bf16", "fp16"):
-        raise UserError(f"--amp-dtype {amp_dtype}: choose auto, bf16 or fp16")
-    if amp_dtype == "fp16" and device.type == "cpu":
-        raise UserError("--amp-dtype fp16: fp16 autocast needs a GPU; use bf16 on CPU")
+        return fastest_dtype(device)
+    if amp_dtype not in AMP_DTYPES:
+        raise UserError(f"--amp-dtype {amp_dtype}: choose fp16 (the original's numerics, the default) or bf16")
     return amp_dtype
 
 
@@ -50,8 +64,24 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """backward + optimizer step (skipped by the scaler on inf/NaN gradients in fp16)."""
-        self.scaler.scale(loss).backward()
-        self.scaler.step(optimizer)
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
+        """backward + optimizer step; returns whether ``optimizer.step()`` ran.
+
+        In fp16 the scaler skips the step on inf/NaN gradients (and halves its scale). Whether it
+        did is seen by an optimizer post-step hook, so knowing costs no extra host sync (the
+        scaler's own ``found_inf`` check is its one sync per step). Without a scaler the step
+        always runs (True, no sync).
+        """
+        if not self.scaler.is_enabled():
+            loss.backward()
+            optimizer.step()
+            return True
+        ran: list[bool] = []
+        handle = optimizer.register_step_post_hook(lambda *_: ran.append(True))
+        try:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(optimizer)
+        finally:
+            handle.remove()
         self.scaler.update()
+        return bool(ran)

@@ -7,6 +7,8 @@ imported by :func:`setup_runtime`.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,15 +25,54 @@ def add_runtime_args(p: argparse.ArgumentParser, default_workers: int = 4, defau
     g.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     g.add_argument("--workers", type=int, default=default_workers, help="new: DataLoader worker processes")
     g.add_argument("--mixed-precision", action="store_true",
-                   help="autocast (torch.amp) training/labelling, in place of the original's apex O1")
-    g.add_argument("--amp-dtype", choices=["auto", "bf16", "fp16"], default="auto",
-                   help="new: autocast dtype with --mixed-precision (auto: bf16 where supported, else fp16 + GradScaler)")
+                   help="fp16 autocast + GradScaler (torch.amp) for training and labelling, the original's "
+                        "apex O1 numerics, on any device (on CPUs half precision is often emulated and slow)")
+    g.add_argument("--amp-dtype", choices=["fp16", "bf16"], default="fp16",
+                   help="new: autocast dtype with --mixed-precision: fp16 + GradScaler (default, the original's); "
+                        "bf16 (no scaler) is faster and more robust on A100/H100-class GPUs, but its numerics differ")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="new: channels_last memory format (default: on with CUDA, where tensor cores run NHWC; "
                         "off on CPU, where it gave no reliable gain); --no-channels-last keeps NCHW on GPUs")
     g.add_argument("--compile", action="store_true", help="new: torch.compile the model")
+    g.add_argument("--no-check-data", action="store_true",
+                   help="new: skip the check of every listed data file (from its header) before the work starts")
     g.add_argument("--deterministic", action="store_true",
-                   help="new: deterministic algorithms (bit-reproducible runs; slower on GPU)")
+                   help="new: deterministic algorithms (bit-reproducible runs; slower on GPU): cuDNN "
+                        "autotuning and TF32 off, CUBLAS_WORKSPACE_CONFIG=:4096:8 set on CUDA")
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # what deterministic cuBLAS needs (CUDA docs, "Reproducibility")
+
+
+def check_number(flag: str, value: float | None, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False, hint: str = "") -> None:
+    """A finite ``value`` in the interval, else a one-line UserError naming ``flag`` (None = unset, fine).
+
+    ``low_open``/``high_open`` exclude the bound (e.g. ``--lr`` must be > 0)."""
+    from utils.errors import UserError
+
+    if value is None:
+        return
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else ("(" if low_open else "[") + f"{low:g}"
+        hi = "" if high is None else f"{high:g}" + (")" if high_open else "]")
+        if low is not None and high is not None:
+            need = f"must lie in {lo}, {hi}"
+        elif low is not None:
+            need = f"must be {'>' if low_open else '>='} {low:g}"
+        else:
+            need = f"must be {'<' if high_open else '<='} {high:g}"
+        raise UserError(f"{flag} {value}: {need}" + (f" ({hint})" if hint else "") + "; pass a valid value")
+
+
+def check_runtime_args(args: argparse.Namespace) -> None:
+    """The shared runtime flags' values (before anything is loaded)."""
+    check_number("--workers", getattr(args, "workers", 0), low=0)
 
 
 @dataclass
@@ -52,6 +93,9 @@ def setup_runtime(args: argparse.Namespace) -> Runtime:
     from utils.amp import Precision, choose_mode
     from utils.runtime import configure_backends, resolve_device, seed_everything
 
+    if getattr(args, "deterministic", False):
+        # cuBLAS reads it when its first handle is created: set before any CUDA work.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     device, info = distributed.setup(resolve_device(args.device))
     seed_everything(args.seed + info.rank)
     configure_backends(device, deterministic=getattr(args, "deterministic", False))

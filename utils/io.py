@@ -3,20 +3,21 @@
 Nothing the project writes may be left half-written: every writer goes through
 :func:`atomic_path`, which hands out a temporary name in the destination folder and renames it
 over the destination only when writing succeeded (``os.replace`` is atomic on POSIX). A full disk
-becomes a :class:`~utils.errors.UserError` naming the file.
+or an unwritable folder becomes a :class:`~utils.errors.UserError` naming the file;
+:func:`require_writable_dir` checks an output folder before a program starts its work.
 """
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import pickle
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from utils.errors import UserError
+from utils.errors import ENVIRONMENT_ERRNOS, UserError, environment_error_message
 
 TMP_MARKER = ".tmp-"
 
@@ -25,26 +26,34 @@ TMP_MARKER = ".tmp-"
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. A full disk or
+    an unwritable folder, whatever exception type the writer raises for it (``OSError`` with its
+    errno; ``torch.save``: ``RuntimeError``), becomes a :class:`UserError` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TMP_MARKER}{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
-    except OSError as exc:
+    except UserError:
         _remove_quietly(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"{path}: no space left on device while writing; free disk space and rerun") from exc
         raise
+    except (OSError, RuntimeError) as exc:
+        _remove_quietly(tmp)
+        message = environment_error_message(exc, path)
+        if message is None and isinstance(exc, OSError):
+            message = f"{path}: cannot write ({exc.strerror or exc}); check the folder and free disk space, then rerun"
+        if message is None:
+            raise
+        raise UserError(message) from exc
     except BaseException:
         _remove_quietly(tmp)
         raise
 
 
 def _remove_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):
         path.unlink()
 
 
@@ -72,16 +81,36 @@ def save_pickle_atomic(path: str | os.PathLike, obj: object) -> None:
 def append_line(path: str | os.PathLike, line: str) -> None:
     """Append one line (a single ``write`` of a complete line, then fsync)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a", encoding="utf-8") as f:
             f.write(line.rstrip("\n") + "\n")
             f.flush()
             os.fsync(f.fileno())
     except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise UserError(f"{path}: no space left on device while appending; free disk space and rerun") from exc
-        raise
+        message = environment_error_message(exc, path)
+        if message is None:
+            raise
+        raise UserError(message) from exc
+
+
+def require_writable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """Create folder ``path`` if needed and prove it writable (a probe file, made and removed), so
+    that an unwritable output folder ends the run before any work, with ``flag`` named."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{TMP_MARKER}write-probe-", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{flag} {path}: exists but is not a folder (or lies under a file); "
+                        "choose another folder") from None
+    except OSError as exc:
+        what = ENVIRONMENT_ERRNOS.get(exc.errno, (exc.strerror or str(exc), ""))[0]
+        raise UserError(f"{flag} {path}: cannot write there ({what}); choose a writable folder "
+                        "or fix its permissions, then rerun") from None
+    return path
 
 
 def require_dir(path: str | os.PathLike, what: str, hint: str) -> Path:

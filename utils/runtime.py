@@ -29,13 +29,25 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def configure_backends(device: torch.device, deterministic: bool = False, benchmark: bool = True) -> None:
-    """cuDNN autotuning on GPU (the original ran cuDNN non-deterministic); ``deterministic`` for
-    bit-reproducible runs (CPU tests, resume-equality checks)."""
+    """Backend switches for speed, or for bit-reproducible runs with ``deterministic``.
+
+    * CUDA: cuDNN autotuning (the original ran cuDNN non-deterministic) and **TF32** for fp32
+      convolutions and matmuls (used on Ampere and later GPUs; 10-bit mantissa inputs, fp32
+      accumulation). ``deterministic`` turns both off, selects deterministic cuDNN algorithms and
+      sets ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (unless already set), which deterministic cuBLAS
+      needs; it must be in place before the first cuBLAS call (:func:`utils.cli.setup_runtime`
+      sets it before the device is touched).
+    * Any device: ``deterministic`` calls ``torch.use_deterministic_algorithms(True, warn_only=True)``.
+    CPU numerics are not changed by any of this.
+    """
     if device.type == "cuda":
+        if deterministic:
+            import os
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = benchmark and not deterministic
         torch.backends.cudnn.deterministic = deterministic
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cuda.matmul.allow_tf32 = not deterministic
+        torch.backends.cudnn.allow_tf32 = not deterministic
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 

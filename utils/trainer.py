@@ -75,7 +75,9 @@ class Trainer:
         self.resume_path = Path(resume_path) if resume_path else None
         self.snapshot_on_equal, self.initial_eval = snapshot_on_equal, initial_eval
         self.metric_name, self.desc, self.is_main = metric_name, desc, is_main
-        self.post_step = post_step  # called with the step number after the optimizer step, before the LR step
+        # called with the step number after the optimizer step, before the LR step; not called when
+        # the fp16 GradScaler skipped the step for inf/NaN gradients (the LR scheduler still steps)
+        self.post_step = post_step
         self.best = -math.inf
         self.step = 0
 
@@ -161,8 +163,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss, stats, images = step_fn(batch, self.step)
             finite &= torch.isfinite(loss.detach())
-            self.precision.step(loss, self.optimizer)
-            if self.post_step is not None:
+            stepped = self.precision.step(loss, self.optimizer)
+            if self.post_step is not None and stepped:  # skipped with the scaler's skipped step (fp16)
                 self.post_step(self.step)
             self.scheduler.step()
             if self.ema is not None:
