@@ -16,7 +16,7 @@ resized to 512×1024), all returning softmax probabilities at the batch's size:
 :func:`evaluate` accumulates a confusion matrix on the device over this rank's share of the set,
 sums it over torchrun ranks and reads it back once: ``{"miou", "pixel_acc"}`` (×100).
 :func:`evaluate_with_samples` also keeps the first few images of the set with their ground truth and
-prediction (no extra forward); :func:`picture_strips` draws them in the VOC / Cityscapes palette.
+prediction (no extra forward); :func:`segmentation.palette.picture_strips` draws them in the VOC / Cityscapes palette.
 """
 from __future__ import annotations
 
@@ -25,15 +25,12 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data.synthetic import CITY_LABELS, CITY_TRAIN_LABEL_IDS, VOC_PALETTE
 from segmentation import builders, run_state
 from segmentation.datasets import collate
-from segmentation.transforms import COCO_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD
 from utils.batches import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.cost import CostMeter
@@ -177,52 +174,6 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch
     """mIoU and pixel accuracy (×100) of ``model`` (put in eval mode by the caller) over ``loader``'s
     ``(images, labels)`` batches, summed over torchrun ranks (SPEC §8)."""
     return evaluate_with_samples(model, loader, num_classes, device, precision, protocol, memory_format)[0]
-
-
-# ------------------------------------------------------------------------------------- pictures
-VAL_PICTURES = 4  # validation images shown in TensorBoard at every validation (val/pictures/<i>)
-
-
-def palette(dataset: str) -> np.ndarray:
-    """(256, 3) uint8 colours of the class indices: the standard VOC colormap (255 = cream), or the
-    Cityscapes colours of the 19 train ids (255 and unused ids black)."""
-    if dataset == "voc":
-        return VOC_PALETTE.copy()
-    if dataset != "city":
-        raise ValueError(f"dataset must be 'voc' or 'city', got {dataset!r}")
-    colours = np.zeros((256, 3), dtype=np.uint8)
-    for train_id, label_id in enumerate(CITY_TRAIN_LABEL_IDS):
-        colours[train_id] = CITY_LABELS[label_id][1]
-    return colours
-
-
-def denormalise(images: torch.Tensor, norm: str) -> torch.Tensor:
-    """Normalised N×3×H×W model inputs (:class:`segmentation.transforms.Normalize`) → uint8 RGB."""
-    x = images.float()
-    if norm == "coco":
-        x = (x + torch.tensor(COCO_MEAN_BGR, device=x.device).view(1, 3, 1, 1)).flip(1)
-    else:
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-        x = (x * std + mean) * 255.0
-    return x.round().clamp(0, 255).to(torch.uint8)
-
-
-def colourise(labels: torch.Tensor, colours: np.ndarray) -> torch.Tensor:
-    """N×H×W class indices (0..255) → N×3×H×W uint8 colours."""
-    lut = torch.from_numpy(colours).to(labels.device)
-    return lut[labels.long().clamp(0, 255)].permute(0, 3, 1, 2)
-
-
-def picture_strips(samples: Samples | None, norm: str, dataset: str) -> list[np.ndarray]:
-    """One uint8 3×H×3W strip per sample: the image | its ground truth | the prediction, in the
-    dataset's palette (ignored ground-truth pixels in the colour of 255)."""
-    if samples is None:
-        return []
-    images, labels, predictions = samples
-    colours = palette(dataset)
-    strips = torch.cat([denormalise(images, norm), colourise(labels, colours), colourise(predictions, colours)], dim=3)
-    return [strip.numpy() for strip in strips]
 
 
 def run_test(args: argparse.Namespace, rt: Runtime) -> dict[str, float]:

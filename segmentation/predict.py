@@ -201,7 +201,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         raise UserError(f"{out}: exists and is not a folder; pass a folder for the masks with --out")
     config = read_config(checkpoint) if checkpoint.is_file() else {}
 
-    from segmentation.evaluation import Protocol, palette
+    from segmentation.evaluation import Protocol
+    from segmentation.palette import palette
     from segmentation.datasets import read_rgb
     from segmentation.transforms import CITY_CROP_SIZE, VOC_CROP_SIZE, default_test_size
     from utils.checkpoint import load_checkpoint

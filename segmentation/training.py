@@ -24,6 +24,7 @@ from torch import nn
 from segmentation import builders, evaluation, run_state
 from segmentation.datasets import collate, gt_to_pseudo_target
 from segmentation.models import parameter_groups
+from segmentation.palette import VAL_PICTURES, picture_strips
 from utils import distributed
 from utils.batches import EpochStream, eval_loader, paired_batches
 from utils.checkpoint import unwrap
@@ -135,8 +136,8 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
         # the first VAL_PICTURES validation images, ground truth and prediction, to TensorBoard
         metrics, samples = evaluation.evaluate_with_samples(
             unwrap(model), val_loader, num_classes, rt.device, rt.precision, protocol, rt.memory_format,
-            keep=evaluation.VAL_PICTURES if rt.dist.is_main else 0)
-        for i, strip in enumerate(evaluation.picture_strips(samples, builders.input_norm(args), args.dataset)):
+            keep=VAL_PICTURES if rt.dist.is_main else 0)
+        for i, strip in enumerate(picture_strips(samples, builders.input_norm(args), args.dataset)):
             logger.image(f"val/pictures/{i}", strip, trainer.step)
         return metrics
 

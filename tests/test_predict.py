@@ -16,7 +16,7 @@ from PIL import Image
 
 from classification import predict as cls_predict
 from classification.models import wrn_28_2
-from data.synthetic import VOC_PALETTE
+from segmentation.palette import VOC_PALETTE
 from segmentation import predict as seg_predict
 from segmentation.models import deeplab_v2
 from utils.checkpoint import save_checkpoint

@@ -15,8 +15,9 @@ from torch import nn
 from classification import main_fs
 from classification.options import parse_fs
 from classification.evaluation import confusion_png_path, evaluate as cls_evaluate, evaluation_loader
-from data.synthetic import CITY_LABELS, CITY_TRAIN_LABEL_IDS, VOC_PALETTE, voc_palette
-from segmentation.evaluation import palette
+from data.synthetic.cityscapes import CITY_LABELS, CITY_TRAIN_LABEL_IDS
+from segmentation.palette import VOC_PALETTE, voc_palette
+from segmentation.palette import palette
 from tests.test_cls_programs import cifar, labeller as cls_labeller, reference_softmax, split_file  # noqa: F401
 from tests.test_seg_main import CROP, TEST_SIZE, common, labeller, run, voc  # noqa: F401
 from segmentation.main import main as seg_main
