@@ -39,7 +39,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from classification import options
+from classification import batch_augment, options
 from classification.augment import train_transform
 from classification.cifar import (CifarDataset, label_and_confidence, labelled_dataset, read_pseudo,
                                   rows_to_images)
@@ -47,7 +47,7 @@ from classification.evaluation import evaluate, evaluation_loader
 from classification.labeling import pseudo_path
 from classification.models import wrn_28_2
 from utils import distributed
-from utils.batches import EpochStream, paired_batches
+from utils.batches import paired_batches
 from utils.checkpoint import load_model_weights, save_checkpoint, unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.ema import ModelEMA
@@ -91,11 +91,13 @@ def mixup_forward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
 def dmt_mixup_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor,
                    split_index: int, gamma1: float, gamma2: float, labeled_weight: float, lam: float,
-                   permutation: torch.Tensor, precision) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   permutation: torch.Tensor, precision,
+                   weights_model: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """SPEC §3.3 steps 1–3 for a given λ and permutation (``images`` = [pseudo; labelled], hard
-    ``labels``, teacher ``confidences`` with 1 for the labelled samples)."""
+    ``labels``, teacher ``confidences`` with 1 for the labelled samples). ``weights_model`` runs the
+    weights forward (default: the unwrapped ``model``; under ``--compile`` its compiled version)."""
     with torch.no_grad():  # train mode, fp32: updates the BN running statistics, as the original
-        probs = unwrap(model)(images).float().softmax(dim=1)
+        probs = (weights_model or unwrap(model))(images).float().softmax(dim=1)
     targets = torch.stack([labels.float(), confidences.float()], dim=1)
     weights, stats = classification_weights(probs, targets, split_index, gamma1, gamma2, labeled_weight)
     loss, mix_stats = mixup_forward(model, images, labels, lam, permutation, precision, weights)
@@ -123,11 +125,13 @@ def supervised_step(model: nn.Module, args: argparse.Namespace, rt: Runtime) -> 
 def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_steps: int) -> Callable:
     """main_dmt: one [pseudo; labelled] batch, SPEC §3.3 (mixup) or §3.1 (``--alpha -1``)."""
     plain_loss = DynamicMutualLoss(args.gamma1, args.gamma2)
+    weights_model = torch.compile(unwrap(model)) if getattr(args, "compile", False) else None
 
     def step(batch, step_number: int):
         (p_images, p_probs), (l_images, l_labels) = batch
         split = p_images.shape[0]
-        images = _images(torch.cat([p_images, l_images]), rt)
+        images = _images(torch.cat([p_images.to(rt.device, non_blocking=True),  # upload, then cat on the device
+                                    l_images.to(rt.device, non_blocking=True)]), rt)
         p_labels, p_confidences = label_and_confidence(p_probs.to(rt.device, non_blocking=True))
         labels = torch.cat([p_labels, l_labels.to(rt.device, non_blocking=True)])
         confidences = torch.cat([p_confidences, torch.ones(l_labels.shape[0], device=rt.device)])
@@ -143,7 +147,7 @@ def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_step
             lam = draw_lambda(args.alpha, keep_max=True)
             permutation = random_permutation(images.shape[0], rt.device)
             loss, stats = dmt_mixup_loss(model, images, labels, confidences, split, *gammas, args.labeled_weight,
-                                         lam, permutation, rt.precision)
+                                         lam, permutation, rt.precision, weights_model)
         stats.update(gamma1=torch.tensor(gammas[0]), gamma2=torch.tensor(gammas[1]))
         return loss, stats, images.shape[0]
     return step
@@ -160,21 +164,24 @@ def _pseudo_set(args: argparse.Namespace, transform) -> CifarDataset:
 def build_batches(args: argparse.Namespace, rt: Runtime, dmt: bool) -> tuple[Callable, int, dict]:
     """(``batches(start)`` for the Trainer, iterations per epoch, dataset sizes for the config)."""
     kwargs = data_loader_kwargs(args.workers, rt.device)
+    randaugment = args.ra if not dmt else not args.aa
+    augmenter = (batch_augment.BatchRandAugment(rt.device, args.n, args.m)  # --device-augment / CUDA default
+                 if batch_augment.resolve(args, rt.device, randaugment) else None)
+    transform = None if augmenter else train_transform(autoaugment=not randaugment, n=args.n, m_max=args.m)
     if not dmt:
-        transform = train_transform(autoaugment=not args.ra, n=args.n, m_max=args.m)
         train_set = labelled_dataset(args.data_root, args.train_set, transform)
-        stream = EpochStream(train_set, distributed.per_rank(args.batch_size, "--batch-size"), seed=args.seed,
-                             **kwargs)
-        return stream.iterate, len(stream), {"train_images": len(train_set)}
-    transform = train_transform(autoaugment=args.aa, n=args.n, m_max=args.m)
+        stream = batch_augment.train_stream(train_set, distributed.per_rank(args.batch_size, "--batch-size"),
+                                            args.seed, augmenter, **kwargs)
+        return stream.iterate, len(stream), {"train_images": len(train_set), "device_augment": bool(augmenter)}
     labelled_set = labelled_dataset(args.data_root, f"{args.train_set}_labeled", transform)
     pseudo_set = _pseudo_set(args, transform)
-    labelled = EpochStream(labelled_set, distributed.per_rank(args.batch_size_labeled, "--batch-size-labeled"),
-                           seed=args.seed, **data_loader_kwargs(min(args.workers, 2), rt.device))
-    pseudo = EpochStream(pseudo_set, distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo"),
-                         seed=args.seed + PSEUDO_STREAM_SEED_OFFSET, **kwargs)
+    labelled = batch_augment.train_stream(labelled_set, distributed.per_rank(args.batch_size_labeled,
+                                                                             "--batch-size-labeled"),
+                                          args.seed, augmenter, **data_loader_kwargs(min(args.workers, 2), rt.device))
+    pseudo = batch_augment.train_stream(pseudo_set, distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo"),
+                                        args.seed + PSEUDO_STREAM_SEED_OFFSET, augmenter, **kwargs)
     sizes = {"labelled_images": len(labelled_set), "pseudo_images": len(pseudo_set),
-             "pseudo_file": str(pseudo_path(args))}
+             "pseudo_file": str(pseudo_path(args)), "device_augment": bool(augmenter)}
     return (lambda start: paired_batches(pseudo, labelled, start)), len(pseudo), sizes
 
 

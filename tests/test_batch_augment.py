@@ -1,0 +1,230 @@
+"""The batched device train transform (classification/batch_augment.py) against the PIL path, op by op.
+
+Each op of the 16 runs through the PIL implementation (classification.augment, i.e. the original's
+PIL calls) and through the batched one on the same uint8 images with the same magnitude (and sign /
+Cutout centre); ``MAX_MISMATCH`` states the bound per op: every op is exact (0 differing pixels),
+because the batched code replays Pillow's integer and float32 formulas and reads the geometric
+index maps off the PIL ops. Then crop/flip, the whole transform with n = 2, the draws' distribution
+on 10⁵ seeds (chi-square), the streams and flags, and a resumed end-to-end DMT run on the batched path.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+from torchvision.transforms.v2 import functional as F
+
+from classification import augment, batch_augment as ba, options
+from classification.augment import GEOMETRIC_OPS, RANDAUGMENT_OPS, op_magnitude
+from utils.batches import EpochStream, SeededSampler, _mix
+from utils.errors import UserError
+
+NAMES = [name for name, _, _ in RANDAUGMENT_OPS]
+# Pixels (out of images × 3 × 1024) allowed to differ from the PIL op, per op: none.
+MAX_MISMATCH = {name: 0 for name in NAMES}
+AUGMENTER = ba.BatchRandAugment("cpu", n=1, m_max=10)
+
+
+def make_images() -> np.ndarray:
+    """(24, 32, 32, 3) uint8: uniform noise, low-contrast noise, smooth gradients, a constant image,
+    a two-level image, one channel constant (AutoContrast/Equalize identity cases)."""
+    rng = np.random.default_rng(7)
+    noise = rng.integers(0, 256, (8, 32, 32, 3))
+    low = rng.integers(0, 40, (8, 32, 32, 3)) + rng.integers(0, 200, (8, 1, 1, 3))
+    y, x = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    smooth = np.stack([np.stack([(3 * y + k * x) % 256, (x * y // 4 + k) % 256, (5 * x + 2 * y + 40 * k) % 256], -1)
+                       for k in range(4)])
+    constant = np.full((1, 32, 32, 3), 77)
+    two = np.where((x + y) % 3 == 0, 200, 20)[None, ..., None].repeat(3, -1)
+    one_flat = rng.integers(0, 256, (2, 32, 32, 3))
+    one_flat[..., 1] = 9
+    return np.concatenate([noise, low, smooth, constant, two, one_flat]).astype(np.uint8)
+
+
+IMAGES = make_images()
+CHW = torch.from_numpy(IMAGES.transpose(0, 3, 1, 2).copy())
+
+
+def pil_op(name: str, image: np.ndarray, m: int, sign: int, centre: tuple[float, float]) -> np.ndarray:
+    """The PIL path's op with the given magnitude, sign and CutoutAbs centre."""
+    v = op_magnitude(name, m)
+    if name in GEOMETRIC_OPS:
+        return np.asarray(augment.geometric_op(name, Image.fromarray(image), sign * v))
+    if name == "CutoutAbs":
+        x0, y0, x1, y1 = augment.cutout_box(32, 32, v, *centre)
+        out = image.copy()
+        out[y0:y1 + 1, x0:x1 + 1] = augment.CUTOUT_ABS_FILL
+        return out
+    return np.asarray(augment.randaugment_op(name, Image.fromarray(image), v))
+
+
+def batched_op(name: str, m: int, sign: int, centres: np.ndarray) -> np.ndarray:
+    """The batched stage with every image given op ``name``: (B, 32, 32, 3)."""
+    b = len(IMAGES)
+    g = ba.GROUP_ORDER.index(name)
+    starts = [0] * (g + 1) + [b] * (len(ba.GROUP_ORDER) - g)
+    out = AUGMENTER.stage(CHW, torch.full((b,), NAMES.index(name)), torch.full((b,), m), torch.full((b,), sign),
+                          torch.from_numpy(centres), starts)
+    return out.numpy().transpose(0, 2, 3, 1)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_op_equals_the_pil_op(name):
+    rng = np.random.default_rng(NAMES.index(name))
+    for m in range(1, 11):
+        for sign in ((1, -1) if name in GEOMETRIC_OPS else (1,)):
+            centres = rng.uniform(0, 32, (len(IMAGES), 2))
+            expected = np.stack([pil_op(name, img, m, sign, tuple(c)) for img, c in zip(IMAGES, centres)])
+            got = batched_op(name, m, sign, centres)
+            assert got.dtype == np.uint8 and got.shape == expected.shape
+            mismatched = int((got != expected).sum())
+            assert mismatched <= MAX_MISMATCH[name], (name, m, sign, mismatched)
+
+
+def test_ops_change_the_images():
+    """The comparison above is not vacuous: every op changes some test image at m = 10 (Sharpness and
+    Contrast at 1.9, Posterize to 4 bits, Solarize at 256 is the identity, so m = 5 there)."""
+    for name in NAMES:
+        m = 5 if name == "Solarize" else 10
+        assert (batched_op(name, m, 1, np.full((len(IMAGES), 2), 16.0)) != IMAGES).any(), name
+
+
+def test_crop_and_flip_equal_torchvision_on_pil():
+    """RandomCrop(32, padding 4, fill 128) at every offset, then the flip, against F.pad / F.crop / F.hflip."""
+    image = IMAGES[0]
+    offsets = [(y, x) for y in range(9) for x in range(9)]
+    for flip in (0, 1):
+        b = len(offsets)
+        got = AUGMENTER.crop_flip(CHW[:1].expand(b, -1, -1, -1), torch.tensor([o[0] for o in offsets]),
+                                  torch.tensor([o[1] for o in offsets]), torch.full((b,), flip))
+        for (y, x), out in zip(offsets, got):
+            ref = F.crop(F.pad(Image.fromarray(image), [4], fill=128), y, x, 32, 32)
+            ref = F.hflip(ref) if flip else ref
+            assert np.array_equal(out.numpy().transpose(1, 2, 0), np.asarray(ref)), (y, x, flip)
+
+
+def pil_transform(image: np.ndarray, p: ba.AugmentParams, b: int) -> torch.Tensor:
+    """The PIL path with image b's drawn choices: crop → flip → n ops → ToTensor → Normalize."""
+    out = F.crop(F.pad(Image.fromarray(image), [4], fill=128), int(p.crop_y[b]), int(p.crop_x[b]), 32, 32)
+    out = np.asarray(F.hflip(out) if p.flip[b] else out)
+    for k in range(p.ops.shape[1]):
+        out = pil_op(NAMES[p.ops[b, k]], out, int(p.m[b]), int(p.signs[b, k]), tuple(p.centres[b, k]))
+    return augment.eval_transform()(Image.fromarray(out))
+
+
+def test_whole_transform_equals_the_pil_path_bit_for_bit():
+    """n = 2 stages (two different sorts) over 200 seeded images: the normalised float32 output equals
+    the PIL path's ToTensor → Normalize of the same choices exactly."""
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 256, (50, 3, 32, 32), dtype=np.uint8)
+    dataset = ba.RawRowsDataset(rows, np.arange(50) % 10, n=2, m_max=10)
+    keys = [(i % 50, _mix(5, i)) for i in range(200)]
+    raw, labels = dataset.__getitems__(keys)
+    augmenter = ba.BatchRandAugment("cpu", n=2, m_max=10)
+    got = augmenter(raw)
+    params = ba.draw_params(np.array([k[1] for k in keys], dtype=np.uint64), 2, 10)
+    assert set(params.ops.ravel()) == set(range(16))  # every op occurs
+    expected = torch.stack([pil_transform(rows[i].transpose(1, 2, 0), params, b) for b, (i, _) in enumerate(keys)])
+    assert got.dtype == torch.float32 and got.shape == (200, 3, 32, 32)
+    assert torch.equal(got, expected)
+    assert torch.equal(labels, torch.tensor([i % 50 % 10 for i, _ in keys]))
+
+
+def chi2_p(observed: np.ndarray) -> float:
+    """p-value of a chi-square goodness-of-fit test of counts against a uniform distribution."""
+    return float(stats.chisquare(observed).pvalue)
+
+
+def test_draws_have_the_originals_distribution_on_100k_seeds():
+    """Ops uniform over 16 with replacement (independent of each other and of m), m ~ U{1..10}, crop
+    offsets U{0..8}, flip and sign fair, Cutout centre uniform: chi-square p > 1e-3 on 10⁵ draws."""
+    seeds = np.array([_mix(1, e, i, 1) for e in range(2) for i in range(50_000)], dtype=np.uint64)
+    p = ba.draw_params(seeds, n=2, m_max=10)
+    assert p.ops.min() == 0 and p.ops.max() == 15 and p.m.min() == 1 and p.m.max() == 10
+    for name, values, cells in (("op 1", p.ops[:, 0], 16), ("op 2", p.ops[:, 1], 16), ("m", p.m - 1, 10),
+                                ("crop y", p.crop_y, 9), ("crop x", p.crop_x, 9), ("flip", p.flip.astype(int), 2),
+                                ("sign", (p.signs[:, 0] < 0).astype(int), 2),
+                                ("op × op", p.ops[:, 0] * 16 + p.ops[:, 1], 256),
+                                ("op × m", p.ops[:, 0] * 10 + p.m - 1, 160),
+                                ("centre x", np.floor(p.centres[:, 0, 0]).astype(int), 32),
+                                ("centre y", np.floor(p.centres[:, 0, 1]).astype(int), 32)):
+        counts = np.bincount(values, minlength=cells)
+        assert len(counts) == cells, name
+        assert chi2_p(counts) > 1e-3, (name, counts)
+    # the chi-square test is able to fail: a 2 % bias on one op out of 16 is detected
+    biased = np.bincount(p.ops[:, 0], minlength=16).astype(float)
+    biased[0] += 0.02 * len(seeds)
+    assert chi2_p(biased) < 1e-3
+
+
+def test_draws_depend_on_the_sample_seed_only():
+    seeds = np.array([_mix(9, i) for i in range(64)], dtype=np.uint64)
+    whole = ba.draw_params(seeds, 1, 10)
+    part = ba.draw_params(seeds[::-1][:10].copy(), 1, 10)
+    for field in ("crop_y", "crop_x", "flip", "m", "ops", "signs", "centres"):
+        assert np.array_equal(getattr(whole, field)[::-1][:10], getattr(part, field)), field
+    other = ba.draw_params(seeds + np.uint64(1), 1, 10)
+    assert not np.array_equal(whole.ops, other.ops)
+
+
+def test_raw_stream_follows_the_pil_streams_order_and_resumes():
+    """Same sampler as EpochStream: the same samples in the same batches, from any start position."""
+    rows = np.zeros((23, 3, 32, 32), np.uint8)
+    raw = ba.RawEpochStream(ba.RawRowsDataset(rows, None, 1, 10), batch_size=5, seed=4)
+
+    class Indices(torch.utils.data.Dataset):
+        def __len__(self):
+            return 23
+
+        def __getitem__(self, i):
+            return i
+
+    pil = EpochStream(Indices(), batch_size=5, seed=4)
+    assert len(raw) == len(pil) == 5
+    it_raw, it_pil = raw.iterate(3), pil.iterate(3)
+    for _ in range(7):
+        batch, indices = next(it_raw)
+        assert isinstance(batch, ba.RawBatch) and len(batch) == len(indices)
+        assert torch.equal(indices, next(it_pil))
+    sampler = SeededSampler(23, 4)
+    sampler.set_epoch(0)
+    keys = list(sampler)[:5]
+    batch, _ = next(raw.iterate(0))
+    expected = ba.RawBatch.build(rows[[k[0] for k in keys]],
+                                 ba.draw_params(np.array([k[1] for k in keys], dtype=np.uint64), 1, 10))
+    assert torch.equal(batch.ints, expected.ints) and torch.equal(batch.centres, expected.centres)
+
+
+def test_group_sort_covers_the_batch():
+    params = ba.draw_params(np.arange(300, dtype=np.uint64), 3, 10)
+    batch = ba.RawBatch.build(np.zeros((300, 3, 32, 32), np.uint8), params)
+    for k in range(3):
+        order = batch.orders[k].numpy()
+        assert sorted(order) == list(range(300))
+        starts = batch.starts[k]
+        assert starts[0] == 0 and starts[-1] == 300 and len(starts) == 17
+        for g, name in enumerate(ba.GROUP_ORDER):
+            assert (params.ops[order[starts[g]:starts[g + 1]], k] == NAMES.index(name)).all()
+
+
+def namespace(**kw) -> argparse.Namespace:
+    return argparse.Namespace(**{"cpu_augment": False, "device_augment": False, **kw})
+
+
+def test_which_path_trains():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not ba.resolve(namespace(), cpu, randaugment=True)            # PIL stays the CPU default
+    assert ba.resolve(namespace(), cuda, randaugment=True)               # batched is the CUDA default
+    assert not ba.resolve(namespace(), cuda, randaugment=False)          # AutoAugment has no batched version
+    assert not ba.resolve(namespace(cpu_augment=True), cuda, randaugment=True)
+    assert ba.resolve(namespace(device_augment=True), cpu, randaugment=True)
+    with pytest.raises(UserError, match="--device-augment"):
+        ba.resolve(namespace(device_augment=True), cpu, randaugment=False)
+    assert options.parse_dmt(["--device-augment"]).device_augment
+    assert options.parse_fs(["--cpu-augment"]).cpu_augment
+    with pytest.raises(SystemExit):
+        options.parse_dmt(["--device-augment", "--cpu-augment"])
