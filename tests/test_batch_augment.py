@@ -228,3 +228,94 @@ def test_which_path_trains():
     assert options.parse_fs(["--cpu-augment"]).cpu_augment
     with pytest.raises(SystemExit):
         options.parse_dmt(["--device-augment", "--cpu-augment"])
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def dmt_data(tmp_path_factory):
+    """A tiny synthetic CIFAR-10 with a pseudo file (written directly: random rows' own soft labels)."""
+    from classification import generate_splits
+    from classification.cifar import cifar_folder, read_labelled, write_pseudo
+    from data.synthetic import make_cifar10
+    root = tmp_path_factory.mktemp("cifar")
+    make_cifar10(root, num_train_per_class=8, num_test_per_class=2)
+    generate_splits.main(["--root", str(root), "--sizes", "2", "--seeds", "1", "--val-size", "3"])
+    rows = read_labelled(cifar_folder(root) / "2_seed1_unlabeled").data
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), len(rows)).astype(np.float32)
+    pseudo = root / "pseudo"
+    pseudo.mkdir()
+    write_pseudo(pseudo / "2_seed1_pseudo", rows, probs)
+    return root, pseudo
+
+
+def test_dmt_run_on_the_batched_path_is_resumable(dmt_data, tmp_path, monkeypatch):
+    """main_dmt --device-augment on CPU: the batched transform feeds training (its augmenter is called),
+    and a run interrupted after iteration 3 resumes to the same weights as an uninterrupted one."""
+    from classification import main_dmt
+    from utils import trainer
+    from utils.errors import run_cli
+    monkeypatch.setenv("DMT_NO_PROGRESS", "1")
+    root, pseudo = dmt_data
+    calls = []
+    original = ba.BatchRandAugment.__call__
+    monkeypatch.setattr(ba.BatchRandAugment, "__call__", lambda self, raw: calls.append(len(raw)) or original(self, raw))
+
+    def argv(name):
+        return ["--data-root", str(root), "--out-dir", str(tmp_path), "--device", "cpu", "--workers", "0",
+                "--exp-name", name, "--train-set", "2_seed1", "--pseudo-dir", str(pseudo), "--device-augment",
+                "--batch-size-labeled", "4", "--batch-size-pseudo", "10", "--epochs", "2", "--gamma1", "4",
+                "--gamma2", "4", "--val-num-steps", "100", "--resume-every", "1", "--deterministic"]
+
+    assert run_cli(main_dmt.main, argv("straight")) == 0
+    assert calls[:2] == [10, 4] and len(calls) == 12  # 6 iterations × (pseudo + labelled batch)
+
+    class DyingCostMeter(trainer.CostMeter):  # interrupted during iteration 4, before its resume checkpoint
+        def add(self, images):
+            super().add(images)
+            if self.images > 3 * 14:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "CostMeter", DyingCostMeter)
+    assert run_cli(main_dmt.main, argv("resumed")) == 130
+    monkeypatch.setattr(trainer, "CostMeter", DyingCostMeter.__mro__[1])
+    assert run_cli(main_dmt.main, argv("resumed")) == 0
+    for suffix in (".pt", "--ema.pt"):
+        a = torch.load(tmp_path / f"straight{suffix}", weights_only=False)["model"]
+        b = torch.load(tmp_path / f"resumed{suffix}", weights_only=False)["model"]
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    import json
+    assert json.loads((tmp_path / "straight_cfg.json").read_text())["device_augment"] is True
+
+
+def test_weights_forward_is_compiled_with_the_model(monkeypatch):
+    """Under --compile the DMT weights forward goes through torch.compile of the plain module (not the
+    eager module behind the compiled wrapper)."""
+    from classification import training
+    from classification.models import wrn_28_2
+    from utils.amp import Precision
+    from utils.cli import Runtime
+    from utils.distributed import DistInfo
+    compiled, used = [], []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, x):
+            used.append(x.shape[0])
+            return self.module(x)
+
+    monkeypatch.setattr(training.torch, "compile", lambda module: compiled.append(module) or Recorder(module))
+    torch.manual_seed(0)
+    model = wrn_28_2()
+    rt = Runtime(torch.device("cpu"), DistInfo(0, 1, 0), Precision("fp32", torch.device("cpu")),
+                 torch.contiguous_format)
+    args = options.parse_dmt(["--compile", "--gamma1", "4", "--gamma2", "4"])
+    step = training.dmt_step(model, args, rt, total_steps=10)
+    assert compiled == [model]
+    probs = torch.softmax(torch.randn(3, 10), dim=1)
+    batch = ((torch.randn(3, 3, 32, 32), probs), (torch.randn(2, 3, 32, 32), torch.tensor([1, 2])))
+    loss, _, images = step(batch, 1)
+    assert used == [5] and images == 5 and torch.isfinite(loss)
