@@ -35,6 +35,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -155,6 +156,35 @@ def pil_loader(images: np.ndarray, workers: int, batch: int, batches: int) -> fl
     return batches * batch / seconds
 
 
+class _AugmentedRows(batch_augment.RawRowsDataset):
+    """The whole batched path inside a loader worker (gather, draws, transform on the worker's CPU)."""
+
+    augmenter: batch_augment.BatchRandAugment | None = None
+
+    def __getitems__(self, keys):
+        raw, targets = super().__getitems__(keys)
+        if self.augmenter is None:
+            self.augmenter = batch_augment.BatchRandAugment("cpu", self.n, self.m_max)
+        return self.augmenter(raw), targets
+
+
+def batched_loader(images: np.ndarray, workers: int, batch: int, batches: int) -> float:
+    """Images/s of the batched path on the CPU in a ``workers``-process DataLoader (1 torch thread
+    each, as DataLoader workers run), timed like :func:`pil_loader`."""
+    dataset = _AugmentedRows(images.transpose(0, 3, 1, 2), np.zeros(len(images), np.int64), 1, 10)
+    stream = batch_augment.RawEpochStream(dataset, batch, seed=SEED, num_workers=workers, persistent_workers=True,
+                                          prefetch_factor=1)
+    it = stream.iterate(0)
+    for _ in range(workers):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(it)
+    seconds = time.perf_counter() - start
+    del it, stream
+    return batches * batch / seconds
+
+
 def batched_rates(images: np.ndarray, device: torch.device, threads: int, batch: int, batches: int) -> dict:
     """The batched path with ``threads`` torch threads: the loader part (gather + draws + sort, what a
     worker does), the transform on ``device``, and both in one thread (CPU) in images/s."""
@@ -230,7 +260,8 @@ def measure_step(variant: StepVariant, device: torch.device, dmt: bool, batch: A
     else:
         args = options.parse_fs(argv + ["--ra", "--alpha", "0.75"])
     run_model = torch.compile(model) if variant.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    fused = True if device.type == "cuda" and not variant.pageable else None  # as classification.training on CUDA
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, fused=fused)
     scheduler = cosine_scheduler(optimizer, SCHEDULE_STEPS)
     ema = ModelEMA(model, 0.001)
     step_fn = training.dmt_step(run_model, args, rt, SCHEDULE_STEPS) if dmt else training.supervised_step(run_model, args, rt)
@@ -291,6 +322,10 @@ def augmentation_table(aug: dict[str, Any]) -> list[str]:
         ratio = row.get("vs_pil")
         lines.append(f"| batched on the CPU (loader part + transform), {row['threads']} thread(s) | {row['threads']} | "
                      f"{row['images_per_s']:.0f} | {_fmt(ratio, '.2f')}{'' if ratio is None else '×'} |")
+    if aug.get("batched_loader") is not None:
+        w = aug["workers"]
+        lines.append(f"| batched on the CPU in a DataLoader, {w} workers × 1 thread | {w} | {aug['batched_loader']:.0f} | "
+                     f"{aug['batched_loader_vs_pil']:.2f}× |")
     for row in aug["batched_cpu"]:
         lines.append(f"| - of which the loader part (gather, draws, sort), {row['threads']} thread(s) | "
                      f"{row['threads']} | {row['loader_images_per_s']:.0f} | |")
@@ -406,12 +441,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         pil_same = aug["pil_per_worker"] if threads == 1 else (aug["pil_loader"] if threads == args.workers else None)
         row["vs_pil"] = None if pil_same is None else row["images_per_s"] / pil_same
         aug["batched_cpu"].append(row)
+    aug["batched_loader"] = batched_loader(pool, args.workers, args.aug_batch, args.aug_batches) if args.workers else None
+    aug["batched_loader_vs_pil"] = (aug["batched_loader"] / aug["pil_loader"]) if args.workers else None
     aug["batched_device"] = batched_rates(pool, device, 1, args.aug_batch, args.aug_batches) if cuda else None
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": device_name(device),
-                           "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "augmentation": aug}
+                           "torch": torch.__version__, "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+                           "load_average_1min": load, "augmentation": aug}
     lines = [f"Classification speed — {out['date']}, device {device} ({out['device_name']}), torch {torch.__version__}, "
-             f"{torch.get_num_threads()} CPU threads", "", "Augmentation (random 32×32 images, RandomRandAugment n=1 m=10):",
+             f"{torch.get_num_threads()} CPU threads of {os.cpu_count()} cores, load average {_fmt(load, '.1f')}", "", "Augmentation (random 32×32 images, RandomRandAugment n=1 m=10):",
              "", *augmentation_table(aug)]
 
     if not args.skip_training:

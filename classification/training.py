@@ -200,7 +200,8 @@ def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
     total_steps = args.epochs * steps_per_epoch
     val_loader = evaluation_loader(args, rt)
     model = build_model(args, rt)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay,
+                                fused=True if rt.device.type == "cuda" else None)  # fused: fp16 GradScaler without a per-step sync
     scheduler = cosine_scheduler(optimizer, total_steps)
     ema = ModelEMA(model, args.ema_decay)
     step_fn = dmt_step(model, args, rt, total_steps) if dmt else supervised_step(model, args, rt)

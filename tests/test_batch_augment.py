@@ -319,3 +319,50 @@ def test_weights_forward_is_compiled_with_the_model(monkeypatch):
     batch = ((torch.randn(3, 3, 32, 32), probs), (torch.randn(2, 3, 32, 32), torch.tensor([1, 2])))
     loss, _, images = step(batch, 1)
     assert used == [5] and images == 5 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("mode", ["fp32", "fp16"])
+def test_dmt_step_has_no_host_sync(mode):
+    """The DMT hot path (step, fp16 GradScaler step with the fused SGD used on CUDA, EMA, LR schedule)
+    never reads a tensor back on the host (no .item()/bool()/float() of a tensor): counted per aten call."""
+    import collections
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from classification import training
+    from utils.amp import Precision
+    from utils.cli import Runtime
+    from utils.distributed import DistInfo
+    from utils.ema import ModelEMA
+    from utils.schedules import cosine_scheduler
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.calls[str(func)] += 1
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))  # small: fp16 is slow on CPU
+    cpu = torch.device("cpu")
+    rt = Runtime(cpu, DistInfo(), Precision(mode, cpu), torch.contiguous_format)
+    step = training.dmt_step(model, options.parse_dmt(["--gamma1", "4", "--gamma2", "4"]), rt, total_steps=10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True)
+    scheduler = cosine_scheduler(optimizer, 10)
+    ema = ModelEMA(model, 0.001)
+    probs = torch.softmax(torch.randn(3, 10), dim=1)
+    batch = ((torch.randn(3, 3, 32, 32), probs), (torch.randn(2, 3, 32, 32), torch.tensor([1, 2])))
+    with Count() as count:
+        for s in (1, 2):
+            optimizer.zero_grad(set_to_none=True)
+            loss, stats, _ = step(batch, s)
+            rt.precision.step(loss, optimizer)
+            scheduler.step()
+            ema.update(model)
+    assert count.calls["aten.convolution.default"] > 0  # the mode saw the step
+    reads = {k: v for k, v in count.calls.items() if "_local_scalar_dense" in k or "is_nonzero" in k}
+    assert reads == {}
