@@ -480,7 +480,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         def pil_input(real_batch: int, workers: int) -> float:
             return real_batch / (workers * aug["pil_per_worker"])
 
-        device_aug = aug["batched_device"] or max(aug["batched_cpu"], key=lambda r: r["threads"])
+        device_aug = aug["batched_device"] or max(aug["batched_cpu"], key=lambda r: r["transform_images_per_s"])
         aug_s = 1 / device_aug["transform_images_per_s"]
         dmt_rows = {(r["variant"], r["settings"]): r for r in rows if r["step"] == "dmt"}
         base_rows = {(r["variant"], r["settings"]): r for r in rows if r["step"] != "dmt"}

@@ -26,6 +26,7 @@ def test_json_holds_every_measurement(tiny_run):
     assert written.keys() == result.keys()
     aug = written["augmentation"]
     assert aug["pil_per_worker"] > 0 and aug["pil_loader"] is None and aug["batched_device"] is None
+    assert aug["batched_loader"] is None and written["load_average_1min"] is not None
     (row,) = aug["batched_cpu"]
     assert row["threads"] == 1 and row["device"] == "cpu"
     assert row["vs_pil"] == pytest.approx(row["images_per_s"] / aug["pil_per_worker"])
