@@ -156,24 +156,28 @@ def pil_loader(images: np.ndarray, workers: int, batch: int, batches: int) -> fl
     return batches * batch / seconds
 
 
-class _AugmentedRows(batch_augment.RawRowsDataset):
-    """The whole batched path inside a loader worker (gather, draws, transform on the worker's CPU)."""
+class _AugmentingCollate(batch_augment.RawCollate):
+    """The whole batched path inside a loader worker: collate, then the transform on the worker's CPU."""
 
     augmenter: batch_augment.BatchRandAugment | None = None
 
-    def __getitems__(self, keys):
-        raw, targets = super().__getitems__(keys)
+    def __call__(self, items):
+        raw, targets = super().__call__(items)
         if self.augmenter is None:
             self.augmenter = batch_augment.BatchRandAugment("cpu", self.n, self.m_max)
         return self.augmenter(raw), targets
 
 
+def _raw(images: np.ndarray) -> batch_augment.RawRowsDataset:
+    return batch_augment.RawRowsDataset(images.transpose(0, 3, 1, 2), np.zeros(len(images), np.int64))
+
+
 def batched_loader(images: np.ndarray, workers: int, batch: int, batches: int) -> float:
     """Images/s of the batched path on the CPU in a ``workers``-process DataLoader (1 torch thread
     each, as DataLoader workers run), timed like :func:`pil_loader`."""
-    dataset = _AugmentedRows(images.transpose(0, 3, 1, 2), np.zeros(len(images), np.int64), 1, 10)
-    stream = batch_augment.RawEpochStream(dataset, batch, seed=SEED, num_workers=workers, persistent_workers=True,
-                                          prefetch_factor=1)
+    dataset = _raw(images)
+    stream = EpochStream(dataset, batch, seed=SEED, collate_fn=_AugmentingCollate(1, 10, dataset.empty_targets()),
+                         num_workers=workers, persistent_workers=True, prefetch_factor=1)
     it = stream.iterate(0)
     for _ in range(workers):
         next(it)
@@ -186,23 +190,24 @@ def batched_loader(images: np.ndarray, workers: int, batch: int, batches: int) -
 
 
 def batched_rates(images: np.ndarray, device: torch.device, threads: int, batch: int, batches: int) -> dict:
-    """The batched path with ``threads`` torch threads: the loader part (gather + draws + sort, what a
-    worker does), the transform on ``device``, and both in one thread (CPU) in images/s."""
-    dataset = batch_augment.RawRowsDataset(images.transpose(0, 3, 1, 2), np.zeros(len(images), np.int64), 1, 10)
+    """The batched path with ``threads`` torch threads: the loader part (batched seeded fetch +
+    collate with the draws, what a worker does), the transform on ``device``, and both in series."""
+    dataset = _raw(images)
+    seeded = SeededDataset(dataset)
+    collate = batch_augment.RawCollate(1, 10, dataset.empty_targets())
     augmenter = batch_augment.BatchRandAugment(device)
     keys = [[(i % len(images), _mix(SEED, b, i)) for i in range(batch)] for b in range(batches)]
 
+    def load(k: list) -> batch_augment.RawBatch:
+        raw = collate(seeded.__getitems__(k))[0]  # what a DataLoader worker does with a batch of keys
+        return raw.pin_memory() if device.type == "cuda" else raw
+
     def run() -> dict:
-        raws = [dataset.__getitems__(k)[0] for k in keys[:1]]
-        if device.type == "cuda":
-            raws = [r.pin_memory() for r in raws]
-        augmenter(raws[0])  # warm-up
+        augmenter(load(keys[0]))  # warm-up
         synchronize(device)
         start = time.perf_counter()
-        raws = [dataset.__getitems__(k)[0] for k in keys]
+        raws = [load(k) for k in keys]
         host = time.perf_counter() - start
-        if device.type == "cuda":
-            raws = [r.pin_memory() for r in raws]
         synchronize(device)
         start = time.perf_counter()
         for raw in raws:
@@ -327,7 +332,7 @@ def augmentation_table(aug: dict[str, Any]) -> list[str]:
         lines.append(f"| batched on the CPU in a DataLoader, {w} workers × 1 thread | {w} | {aug['batched_loader']:.0f} | "
                      f"{aug['batched_loader_vs_pil']:.2f}× |")
     for row in aug["batched_cpu"]:
-        lines.append(f"| - of which the loader part (gather, draws, sort), {row['threads']} thread(s) | "
+        lines.append(f"| - of which the loader part (fetch, collate, draws, sort), {row['threads']} thread(s) | "
                      f"{row['threads']} | {row['loader_images_per_s']:.0f} | |")
     if aug.get("batched_device") is not None:
         row = aug["batched_device"]

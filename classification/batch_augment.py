@@ -15,35 +15,39 @@ same per-image choices, op by op:
   maps of every image applies all five kinds at once. CutoutAbs fills the original's inclusive box.
   ``tests/test_batch_augment.py`` checks each op against the PIL op on random images.
 * The **random choices** are not Python ``random``'s stream: they are drawn on the host, vectorised,
-  from each sample's seed (:class:`utils.batches.SeededSampler`'s ``(seed, epoch, index)`` seed), by
-  a SplitMix64 counter (:func:`uniforms`), with the original's distribution: ops uniform over the
+  from a 63-bit key per sample (drawn under the sample's ``(seed, epoch, index)`` seed), by a
+  SplitMix64 counter (:func:`uniforms`), with the original's distribution: ops uniform over the
   16 with replacement, m ~ U{1..m_max}, fair signs, crop offsets U{0..8}, flip 0.5, Cutout centres
   U[0, 32)². So a run is reproducible and resumable (the draws depend on the sample's seed only, not
   on the batch it lands in or the worker count), but its images differ from the PIL path's.
 
-Where the work happens: a DataLoader worker only gathers the raw uint8 rows of a batch (CIFAR rows
-are already channel planes) and draws the parameters (:class:`RawRowsDataset`, a few vectorised
-numpy calls per batch). The device groups the images by op (one stable sort per RandAugment stage,
-its group sizes known on the host, so there is no device-to-host sync) and runs each group's kernel
-on a contiguous slice: no per-image Python anywhere.
+Where the work happens: a DataLoader worker only fetches raw uint8 rows (:class:`RawRowsDataset`:
+an array view and a 63-bit key from the per-sample seeded ``random``, fetched a batch at a time
+through :meth:`utils.batches.SeededDataset.__getitems__`) and stacks them, drawing the
+batch's choices vectorised in the collate (:class:`RawCollate`); the training stream is the usual
+:class:`utils.batches.EpochStream` with that ``collate_fn`` (:func:`for_loader`), so order, seeds,
+sharding and resume positions are the PIL path's. On the device (:func:`on_device`), the images are
+grouped by op (one stable sort per RandAugment stage, its group sizes known on the host, so there
+is no device-to-host sync) and each group's kernel runs on a contiguous slice: no per-image Python
+on the device side.
 
 The PIL path stays the default on CPU (and is what ``--cpu-augment`` selects everywhere); this one is
 the default on CUDA and is forced on CPU with ``--device-augment`` (:func:`resolve`).
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, default_collate
 
 from classification.augment import (CIFAR10_MEAN, CIFAR10_STD, CROP_PADDING, CROP_SIZE, CUTOUT_ABS_FILL,
                                     DEFAULT_M_MAX, DEFAULT_N, GEOMETRIC_OPS, PAD_FILL, RANDAUGMENT_OPS,
                                     SOLARIZE_ADD_THRESHOLD, geometric_op, op_magnitude, posterize_bits)
-from utils.batches import EpochStream
 from utils.errors import UserError
 
 SIZE = CROP_SIZE                                   # CIFAR images are 32×32, so is the crop
@@ -67,7 +71,7 @@ _MIX2 = np.uint64(0x94D049BB133111EB)
 # ----------------------------------------------------------------------------- host: the random draws
 def uniforms(seeds: np.ndarray, count: int) -> np.ndarray:
     """(B, count) float64 uniforms in [0, 1): draw k of sample b is SplitMix64 output k + 1 of the
-    stream seeded with ``seeds[b]`` (53 high bits), so each sample's draws depend on its seed only."""
+    stream seeded with ``seeds[b]`` (53 high bits), so each sample's draws depend on its key only."""
     state = np.asarray(seeds, dtype=np.uint64)[:, None] + np.arange(1, count + 1, dtype=np.uint64)[None] * _GOLDEN
     with np.errstate(over="ignore"):
         z = (state ^ (state >> np.uint64(30))) * _MIX1
@@ -145,69 +149,89 @@ class RawBatch:
 
 # ----------------------------------------------------------------------------- host: the loader
 class RawRowsDataset(Dataset):
-    """Raw CIFAR rows (N, 3, 32, 32) uint8 and targets, fetched a whole batch at a time:
-    ``__getitems__([(index, seed), ...])`` (what :class:`utils.batches.SeededSampler` yields) gathers
-    the rows and draws the batch's choices from the seeds; it returns ``(RawBatch, targets)`` with
-    the targets of :class:`classification.cifar.CifarDataset` collated (int64 labels, float32 soft
-    labels, or the indices)."""
+    """Raw CIFAR rows (N, 3, 32, 32) uint8 and targets. ``ds[index]`` = ``(row, key, target)``: the
+    uint8 row (a view), a 63-bit key drawn from Python's ``random`` — which the training stream
+    seeds with the sample's (seed, epoch, index) seed (:class:`utils.batches.SeededDataset`) — and
+    the target of :class:`classification.cifar.CifarDataset` (int label, float32 soft label, or the
+    index when there are no targets). :class:`RawCollate` turns a list of them into a batch."""
 
-    def __init__(self, images_chw: np.ndarray, targets: np.ndarray | torch.Tensor | None, n: int, m_max: int) -> None:
+    def __init__(self, images_chw: np.ndarray, targets: np.ndarray | torch.Tensor | None) -> None:
         if images_chw.ndim != 4 or images_chw.shape[1:] != (3, SIZE, SIZE) or images_chw.dtype != np.uint8:
             raise ValueError(f"images must be uint8 (N, 3, 32, 32), got {images_chw.dtype} {images_chw.shape}")
         self.images = np.ascontiguousarray(images_chw)
         self.targets = None if targets is None else torch.as_tensor(np.asarray(targets))
-        self.n, self.m_max = n, m_max
 
     @classmethod
-    def from_dataset(cls, dataset: Any, n: int, m_max: int) -> "RawRowsDataset":
+    def from_dataset(cls, dataset: Any) -> "RawRowsDataset":
         """From a :class:`classification.cifar.CifarDataset` (HWC images): one CHW copy of its rows."""
-        return cls(dataset.images.transpose(0, 3, 1, 2), dataset.targets, n, m_max)
+        return cls(dataset.images.transpose(0, 3, 1, 2), dataset.targets)
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, key: tuple[int, int]) -> Any:
-        return self.__getitems__([key])
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int, Any]:
+        target = index if self.targets is None else self.targets[index]
+        return self.images[index], random.getrandbits(63), target
 
-    def __getitems__(self, keys: Sequence[tuple[int, int]]) -> tuple[RawBatch, torch.Tensor]:
-        pairs = np.asarray(keys, dtype=np.uint64).reshape(-1, 2)
-        indices = pairs[:, 0].astype(np.int64)
-        batch = RawBatch.build(self.images[indices], draw_params(pairs[:, 1], self.n, self.m_max))
-        targets = torch.from_numpy(indices) if self.targets is None else self.targets[torch.from_numpy(indices)]
-        return batch, targets
+    def getitems_seeded(self, keys: Sequence[tuple[int, int]]) -> list[tuple[np.ndarray, int, Any]]:
+        """``[SeededDataset(self)[key] for key in keys]`` without re-seeding the global RNGs (the fast
+        path of :meth:`utils.batches.SeededDataset.__getitems__`): the key is the first 63 bits of
+        ``random.Random(seed)``, what ``random.seed(seed)`` then :meth:`__getitem__` draws."""
+        return [(self.images[index], random.Random(seed).getrandbits(63),
+                 index if self.targets is None else self.targets[index]) for index, seed in keys]
 
-
-def _whole_batch(batch: Any) -> Any:
-    """collate_fn of :class:`RawEpochStream`: ``__getitems__`` already built the batch."""
-    return batch
-
-
-class RawEpochStream(EpochStream):
-    """:class:`utils.batches.EpochStream` (same sampler: same order, same per-sample seeds, same
-    resume positions) over a :class:`RawRowsDataset`: each batch is ``(RawBatch, targets)``."""
-
-    def __init__(self, dataset: RawRowsDataset, batch_size: int, seed: int, shuffle: bool = True,
-                 **loader_kwargs: Any) -> None:
-        super().__init__(dataset, batch_size, seed, shuffle, **loader_kwargs)
-        self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self.sampler, drop_last=False,
-                                 collate_fn=_whole_batch, generator=self.loader.generator, **loader_kwargs)
+    def empty_targets(self) -> torch.Tensor:
+        return torch.zeros(0, dtype=torch.int64) if self.targets is None else self.targets[:0]
 
 
-class DeviceAugmentStream:
-    """What the Trainer iterates when augmenting on the device: ``iterate(start)`` yields
-    ``(images, targets)`` with ``images`` the augmented, normalised float32 batch on ``device``
-    (and ``targets`` uploaded without blocking), in the order of the PIL path's stream."""
+class RawCollate:
+    """collate_fn of the batched path: ``[(row, key, target), ...]`` -> ``(RawBatch, targets)``; the
+    batch's choices are drawn here, vectorised, from the keys (:func:`draw_params`). An empty list
+    (a rank's share of a global batch smaller than the number of processes) gives an empty batch."""
 
-    def __init__(self, stream: RawEpochStream, augmenter: "BatchRandAugment") -> None:
-        self.stream, self.augmenter = stream, augmenter
+    def __init__(self, n: int, m_max: int, empty_targets: torch.Tensor) -> None:
+        self.n, self.m_max, self.empty_targets = n, m_max, empty_targets
 
-    def __len__(self) -> int:
-        return len(self.stream)
+    def __call__(self, items: Sequence[tuple[np.ndarray, int, Any]]) -> tuple[RawBatch, torch.Tensor]:
+        if not items:
+            rows, keys, targets = np.zeros((0, 3, SIZE, SIZE), np.uint8), np.zeros(0, np.uint64), self.empty_targets
+        else:
+            rows = np.stack([item[0] for item in items])
+            keys = np.array([item[1] for item in items], dtype=np.uint64)
+            targets = default_collate([item[2] for item in items])
+        return RawBatch.build(rows, draw_params(keys, self.n, self.m_max)), targets
 
-    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        device = self.augmenter.device
-        for raw, targets in self.stream.iterate(start):
-            yield self.augmenter(raw), targets.to(device, non_blocking=True)
+
+def for_loader(dataset: Any, augmenter: "BatchRandAugment | None") -> tuple[Any, RawCollate | None]:
+    """(dataset, collate_fn) for the training stream of a CifarDataset: itself and the default
+    collate on the PIL path (``augmenter`` None), else its raw rows and :class:`RawCollate`."""
+    if augmenter is None:
+        return dataset, None
+    raw = RawRowsDataset.from_dataset(dataset)
+    return raw, RawCollate(augmenter.n, augmenter.m_max, raw.empty_targets())
+
+
+def augment_batches(batches: Iterator[Any], augmenter: "BatchRandAugment") -> Iterator[Any]:
+    """The stream's batches with every :class:`RawBatch` replaced by its augmented, normalised float32
+    images on the device and every tensor uploaded without blocking (same nesting: ``(images,
+    targets)``, or DMT's ``((pseudo images, probs), (labelled images, labels))``)."""
+    def place(obj: Any) -> Any:
+        if isinstance(obj, RawBatch):
+            return augmenter(obj)
+        if isinstance(obj, torch.Tensor):
+            return obj.to(augmenter.device, non_blocking=True)
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(place(o) for o in obj)
+        return obj
+    for batch in batches:
+        yield place(batch)
+
+
+def on_device(batches: Callable[[int], Iterator[Any]], augmenter: "BatchRandAugment | None") -> Callable[[int], Iterator[Any]]:
+    """``batches(start)`` of the Trainer, through the device augmentation when ``augmenter`` is set."""
+    if augmenter is None:
+        return batches
+    return lambda start: augment_batches(batches(start), augmenter)
 
 
 # ----------------------------------------------------------------------------- device: the transform
@@ -281,6 +305,8 @@ class BatchRandAugment:
         return x.to(torch.float32).mul_(1.0 / 255).sub_(self.mean).div_(self.std)
 
     def __call__(self, raw: RawBatch) -> torch.Tensor:
+        if len(raw) == 0:
+            return torch.zeros((0, 3, SIZE, SIZE), dtype=torch.float32, device=self.device)
         raw = raw.to(self.device)
         ints = raw.ints
         x = self.crop_flip(raw.images, ints[:, 0], ints[:, 1], ints[:, 2])
@@ -443,13 +469,3 @@ def resolve(args: Any, device: torch.device, randaugment: bool) -> bool:
     if getattr(args, "cpu_augment", False):
         return False
     return randaugment and device.type == "cuda"
-
-
-def train_stream(dataset: Any, batch_size: int, seed: int, augmenter: BatchRandAugment | None,
-                 **loader_kwargs: Any) -> EpochStream | DeviceAugmentStream:
-    """The training stream of ``dataset`` (a CifarDataset): the PIL path's :class:`EpochStream` when
-    ``augmenter`` is None, else a :class:`DeviceAugmentStream` over its raw rows (same sampler)."""
-    if augmenter is None:
-        return EpochStream(dataset, batch_size, seed=seed, **loader_kwargs)
-    raw = RawRowsDataset.from_dataset(dataset, augmenter.n, augmenter.m_max)
-    return DeviceAugmentStream(RawEpochStream(raw, batch_size, seed=seed, **loader_kwargs), augmenter)

@@ -47,7 +47,7 @@ from classification.evaluation import evaluate, evaluation_loader
 from classification.labeling import pseudo_path
 from classification.models import wrn_28_2
 from utils import distributed
-from utils.batches import paired_batches
+from utils.batches import EpochStream, paired_batches
 from utils.checkpoint import load_model_weights, save_checkpoint, unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.ema import ModelEMA
@@ -169,20 +169,23 @@ def build_batches(args: argparse.Namespace, rt: Runtime, dmt: bool) -> tuple[Cal
                  if batch_augment.resolve(args, rt.device, randaugment) else None)
     transform = None if augmenter else train_transform(autoaugment=not randaugment, n=args.n, m_max=args.m)
     if not dmt:
-        train_set = labelled_dataset(args.data_root, args.train_set, transform)
-        stream = batch_augment.train_stream(train_set, distributed.per_rank(args.batch_size, "--batch-size"),
-                                            args.seed, augmenter, **kwargs)
-        return stream.iterate, len(stream), {"train_images": len(train_set), "device_augment": bool(augmenter)}
-    labelled_set = labelled_dataset(args.data_root, f"{args.train_set}_labeled", transform)
-    pseudo_set = _pseudo_set(args, transform)
-    labelled = batch_augment.train_stream(labelled_set, distributed.per_rank(args.batch_size_labeled,
-                                                                             "--batch-size-labeled"),
-                                          args.seed, augmenter, **data_loader_kwargs(min(args.workers, 2), rt.device))
-    pseudo = batch_augment.train_stream(pseudo_set, distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo"),
-                                        args.seed + PSEUDO_STREAM_SEED_OFFSET, augmenter, **kwargs)
+        train_set, collate = batch_augment.for_loader(labelled_dataset(args.data_root, args.train_set, transform),
+                                                      augmenter)
+        stream = EpochStream(train_set, distributed.per_rank(args.batch_size, "--batch-size"), seed=args.seed,
+                             collate_fn=collate, **kwargs)
+        return (batch_augment.on_device(stream.iterate, augmenter), len(stream),
+                {"train_images": len(train_set), "device_augment": bool(augmenter)})
+    labelled_set, labelled_collate = batch_augment.for_loader(
+        labelled_dataset(args.data_root, f"{args.train_set}_labeled", transform), augmenter)
+    pseudo_set, pseudo_collate = batch_augment.for_loader(_pseudo_set(args, transform), augmenter)
+    labelled = EpochStream(labelled_set, distributed.per_rank(args.batch_size_labeled, "--batch-size-labeled"),
+                           seed=args.seed, collate_fn=labelled_collate,
+                           **data_loader_kwargs(min(args.workers, 2), rt.device))
+    pseudo = EpochStream(pseudo_set, distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo"),
+                         seed=args.seed + PSEUDO_STREAM_SEED_OFFSET, collate_fn=pseudo_collate, **kwargs)
     sizes = {"labelled_images": len(labelled_set), "pseudo_images": len(pseudo_set),
              "pseudo_file": str(pseudo_path(args)), "device_augment": bool(augmenter)}
-    return (lambda start: paired_batches(pseudo, labelled, start)), len(pseudo), sizes
+    return batch_augment.on_device(lambda start: paired_batches(pseudo, labelled, start), augmenter), len(pseudo), sizes
 
 
 def build_model(args: argparse.Namespace, rt: Runtime) -> nn.Module:

@@ -10,6 +10,8 @@ on 10⁵ seeds (chi-square), the streams and flags, and a resumed end-to-end DMT
 from __future__ import annotations
 
 import argparse
+import itertools
+import random
 
 import numpy as np
 import pytest
@@ -20,7 +22,8 @@ from torchvision.transforms.v2 import functional as F
 
 from classification import augment, batch_augment as ba, options
 from classification.augment import GEOMETRIC_OPS, RANDAUGMENT_OPS, op_magnitude
-from utils.batches import EpochStream, SeededSampler, _mix
+from classification.cifar import CifarDataset
+from utils.batches import EpochStream, SeededDataset, _mix
 from utils.errors import UserError
 
 NAMES = [name for name, _, _ in RANDAUGMENT_OPS]
@@ -117,21 +120,30 @@ def pil_transform(image: np.ndarray, p: ba.AugmentParams, b: int) -> torch.Tenso
 
 
 def test_whole_transform_equals_the_pil_path_bit_for_bit():
-    """n = 2 stages (two different sorts) over 200 seeded images: the normalised float32 output equals
-    the PIL path's ToTensor → Normalize of the same choices exactly."""
+    """n = 2 stages (two different sorts) over 200 seeded images through the loader path (seeded
+    items, RawCollate): the normalised float32 output equals the PIL path's ToTensor → Normalize of
+    the same choices exactly."""
     rng = np.random.default_rng(3)
     rows = rng.integers(0, 256, (50, 3, 32, 32), dtype=np.uint8)
-    dataset = ba.RawRowsDataset(rows, np.arange(50) % 10, n=2, m_max=10)
-    keys = [(i % 50, _mix(5, i)) for i in range(200)]
-    raw, labels = dataset.__getitems__(keys)
+    dataset = ba.RawRowsDataset(rows, np.arange(50) % 10)
+    seeded = SeededDataset(dataset)
+    items = [seeded[(i % 50, _mix(5, i))] for i in range(200)]
+    raw, labels = ba.RawCollate(2, 10, dataset.empty_targets())(items)
     augmenter = ba.BatchRandAugment("cpu", n=2, m_max=10)
     got = augmenter(raw)
-    params = ba.draw_params(np.array([k[1] for k in keys], dtype=np.uint64), 2, 10)
+    params = ba.draw_params(np.array([item[1] for item in items], dtype=np.uint64), 2, 10)
     assert set(params.ops.ravel()) == set(range(16))  # every op occurs
-    expected = torch.stack([pil_transform(rows[i].transpose(1, 2, 0), params, b) for b, (i, _) in enumerate(keys)])
+    expected = torch.stack([pil_transform(rows[i % 50].transpose(1, 2, 0), params, i) for i in range(200)])
     assert got.dtype == torch.float32 and got.shape == (200, 3, 32, 32)
     assert torch.equal(got, expected)
-    assert torch.equal(labels, torch.tensor([i % 50 % 10 for i, _ in keys]))
+    assert torch.equal(labels, torch.tensor([i % 50 % 10 for i in range(200)]))
+    # the key is the seeded random's first 63 bits: a function of the sample seed only, and the
+    # DataLoader's batched fetch (no re-seeding) gives the per-item fetch's items
+    random.seed(_mix(5, 7))
+    assert items[7][1] == random.getrandbits(63)
+    batched = seeded.__getitems__([(i % 50, _mix(5, i)) for i in range(200)])
+    assert [b[1] for b in batched] == [item[1] for item in items]
+    assert all(np.array_equal(b[0], item[0]) and int(b[2]) == int(item[2]) for b, item in zip(batched, items))
 
 
 def chi2_p(observed: np.ndarray) -> float:
@@ -172,9 +184,12 @@ def test_draws_depend_on_the_sample_seed_only():
 
 
 def test_raw_stream_follows_the_pil_streams_order_and_resumes():
-    """Same sampler as EpochStream: the same samples in the same batches, from any start position."""
-    rows = np.zeros((23, 3, 32, 32), np.uint8)
-    raw = ba.RawEpochStream(ba.RawRowsDataset(rows, None, 1, 10), batch_size=5, seed=4)
+    """An EpochStream with RawCollate visits the samples in the PIL path's batches, from any start
+    position, with the same choices whatever the worker count; an empty share gives an empty batch."""
+    rows = np.random.default_rng(1).integers(0, 256, (23, 3, 32, 32), dtype=np.uint8)
+    dataset, collate = ba.for_loader(CifarDataset(rows.transpose(0, 2, 3, 1), None), AUGMENTER)
+    raw = EpochStream(dataset, batch_size=5, seed=4, collate_fn=collate)
+    raw2 = EpochStream(dataset, batch_size=5, seed=4, collate_fn=collate, num_workers=2)
 
     class Indices(torch.utils.data.Dataset):
         def __len__(self):
@@ -185,18 +200,33 @@ def test_raw_stream_follows_the_pil_streams_order_and_resumes():
 
     pil = EpochStream(Indices(), batch_size=5, seed=4)
     assert len(raw) == len(pil) == 5
-    it_raw, it_pil = raw.iterate(3), pil.iterate(3)
-    for _ in range(7):
-        batch, indices = next(it_raw)
+    from_start = list(itertools.islice(raw.iterate(0), 10))
+    for (batch, indices), (batch2, indices2), expected in zip(itertools.islice(raw.iterate(3), 7),
+                                                              itertools.islice(raw2.iterate(3), 7), pil.iterate(3)):
         assert isinstance(batch, ba.RawBatch) and len(batch) == len(indices)
-        assert torch.equal(indices, next(it_pil))
-    sampler = SeededSampler(23, 4)
-    sampler.set_epoch(0)
-    keys = list(sampler)[:5]
-    batch, _ = next(raw.iterate(0))
-    expected = ba.RawBatch.build(rows[[k[0] for k in keys]],
-                                 ba.draw_params(np.array([k[1] for k in keys], dtype=np.uint64), 1, 10))
-    assert torch.equal(batch.ints, expected.ints) and torch.equal(batch.centres, expected.centres)
+        assert torch.equal(indices, expected) and torch.equal(indices2, expected)
+        assert torch.equal(batch.ints, batch2.ints) and torch.equal(batch.centres, batch2.centres)
+    resumed = next(raw.iterate(3))[0]
+    assert torch.equal(resumed.ints, from_start[3][0].ints) and torch.equal(resumed.images, from_start[3][0].images)
+    assert not torch.equal(from_start[0][0].ints, from_start[5][0].ints)  # the next epoch draws anew
+    empty, targets = collate([])
+    assert len(empty) == 0 and targets.shape == (0,) and AUGMENTER(empty).shape == (0, 3, 32, 32)
+
+
+def test_device_batches_keep_the_nesting():
+    """on_device replaces each RawBatch by its augmented images and uploads the rest, keeping the
+    DMT pair structure ((pseudo images, probs), (labelled images, labels))."""
+    rows = np.random.default_rng(2).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    probs = torch.softmax(torch.randn(6, 10), dim=1)
+    pseudo, collate_p = ba.for_loader(CifarDataset(rows.transpose(0, 2, 3, 1), probs.numpy()), AUGMENTER)
+    labelled, collate_l = ba.for_loader(CifarDataset(rows.transpose(0, 2, 3, 1), np.arange(6)), AUGMENTER)
+    seeded_p, seeded_l = SeededDataset(pseudo), SeededDataset(labelled)
+    pair = (collate_p([seeded_p[(i, i)] for i in range(4)]), collate_l([seeded_l[(i, 9 + i)] for i in range(2)]))
+    ((p_images, p_probs), (l_images, l_labels)), = list(ba.on_device(lambda start: iter([pair]), AUGMENTER)(0))
+    assert p_images.shape == (4, 3, 32, 32) and l_images.shape == (2, 3, 32, 32)
+    assert torch.equal(p_images, AUGMENTER(pair[0][0])) and torch.equal(p_probs, probs[:4])
+    assert torch.equal(l_labels, torch.tensor([0, 1]))
+    assert ba.on_device(len, None) is len  # the PIL path: untouched
 
 
 def test_group_sort_covers_the_batch():
