@@ -145,11 +145,32 @@ def _translate(image: Image.Image, dx: float, dy: float) -> Image.Image:
                     interpolation=v2.InterpolationMode.NEAREST)
 
 
+GEOMETRIC_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXabs", "TranslateYabs")
+
+
+def geometric_op(name: str, image: Image.Image, signed_v: float) -> Image.Image:
+    """One of :data:`GEOMETRIC_OPS` with its random sign already applied to ``signed_v`` (nearest, black fill).
+
+    Every output pixel is a copy of one input pixel or black, so the op is an index map
+    (:mod:`classification.batch_augment` reads it off this function)."""
+    if name == "Rotate":
+        return F.rotate(image, signed_v, interpolation=v2.InterpolationMode.NEAREST)
+    if name == "ShearX":
+        return _shear(image, signed_v, 0.0)
+    if name == "ShearY":
+        return _shear(image, 0.0, signed_v)
+    if name == "TranslateXabs":
+        return _translate(image, signed_v, 0.0)
+    if name == "TranslateYabs":
+        return _translate(image, 0.0, signed_v)
+    raise ValueError(f"{name!r} is not one of the geometric ops {GEOMETRIC_OPS}")
+
+
 _OPS: dict[str, Callable[[Image.Image, float], Image.Image]] = {
     "AutoContrast": lambda img, v: F.autocontrast(img),
     "Equalize": lambda img, v: F.equalize(img),
     "Invert": lambda img, v: F.invert(img),
-    "Rotate": lambda img, v: F.rotate(img, random_sign(v), interpolation=v2.InterpolationMode.NEAREST),
+    "Rotate": lambda img, v: geometric_op("Rotate", img, random_sign(v)),
     "Posterize": lambda img, v: F.posterize(img, posterize_bits(v)),
     "Solarize": lambda img, v: F.solarize(img, v),
     "SolarizeAdd": solarize_add,
@@ -157,11 +178,11 @@ _OPS: dict[str, Callable[[Image.Image, float], Image.Image]] = {
     "Contrast": lambda img, v: F.adjust_contrast(img, v),
     "Brightness": lambda img, v: F.adjust_brightness(img, v),
     "Sharpness": lambda img, v: F.adjust_sharpness(img, v),
-    "ShearX": lambda img, v: _shear(img, random_sign(v), 0.0),
-    "ShearY": lambda img, v: _shear(img, 0.0, random_sign(v)),
+    "ShearX": lambda img, v: geometric_op("ShearX", img, random_sign(v)),
+    "ShearY": lambda img, v: geometric_op("ShearY", img, random_sign(v)),
     "CutoutAbs": cutout_abs,
-    "TranslateXabs": lambda img, v: _translate(img, random_sign(v), 0.0),
-    "TranslateYabs": lambda img, v: _translate(img, 0.0, random_sign(v)),
+    "TranslateXabs": lambda img, v: geometric_op("TranslateXabs", img, random_sign(v)),
+    "TranslateYabs": lambda img, v: geometric_op("TranslateYabs", img, random_sign(v)),
 }
 assert set(_OPS) == set(OP_RANGES)
 

@@ -54,6 +54,13 @@ def _add_shared(p: argparse.ArgumentParser, *, n: int, m: int, alpha: float | No
     p.add_argument("--eval-batch-size", type=int, default=512, help="new: batch size of validation and testing")
     p.add_argument("--resume-every", type=int, default=500,
                    help="new: iterations between resume checkpoints (also after every validation)")
+    augment = p.add_mutually_exclusive_group()
+    augment.add_argument("--cpu-augment", action="store_true",
+                         help="new: augment with the PIL pipeline in the DataLoader workers (the original's exact "
+                              "pixels); the default on CPU")
+    augment.add_argument("--device-augment", action="store_true",
+                         help="new: RandomRandAugment batched on the training device (classification/batch_augment.py; "
+                              "the default on CUDA); forces it on CPU")
     add_runtime_args(p, default_workers=workers, default_seed=1)
     p.add_argument("--num-workers", dest="workers", type=int, default=argparse.SUPPRESS,
                    help="the original's name of --workers")

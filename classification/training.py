@@ -39,7 +39,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from classification import options
+from classification import batch_augment, options
 from classification.augment import train_transform
 from classification.cifar import (CifarDataset, label_and_confidence, labelled_dataset, read_pseudo,
                                   rows_to_images)
@@ -91,11 +91,13 @@ def mixup_forward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
 
 def dmt_mixup_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor,
                    split_index: int, gamma1: float, gamma2: float, labeled_weight: float, lam: float,
-                   permutation: torch.Tensor, precision) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   permutation: torch.Tensor, precision,
+                   weights_model: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """SPEC §3.3 steps 1–3 for a given λ and permutation (``images`` = [pseudo; labelled], hard
-    ``labels``, teacher ``confidences`` with 1 for the labelled samples)."""
+    ``labels``, teacher ``confidences`` with 1 for the labelled samples). ``weights_model`` runs the
+    weights forward (default: the unwrapped ``model``; under ``--compile`` its compiled version)."""
     with torch.no_grad():  # train mode, fp32: updates the BN running statistics, as the original
-        probs = unwrap(model)(images).float().softmax(dim=1)
+        probs = (weights_model or unwrap(model))(images).float().softmax(dim=1)
     targets = torch.stack([labels.float(), confidences.float()], dim=1)
     weights, stats = classification_weights(probs, targets, split_index, gamma1, gamma2, labeled_weight)
     loss, mix_stats = mixup_forward(model, images, labels, lam, permutation, precision, weights)
@@ -123,11 +125,13 @@ def supervised_step(model: nn.Module, args: argparse.Namespace, rt: Runtime) -> 
 def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_steps: int) -> Callable:
     """main_dmt: one [pseudo; labelled] batch, SPEC §3.3 (mixup) or §3.1 (``--alpha -1``)."""
     plain_loss = DynamicMutualLoss(args.gamma1, args.gamma2)
+    weights_model = torch.compile(unwrap(model)) if getattr(args, "compile", False) else None
 
     def step(batch, step_number: int):
         (p_images, p_probs), (l_images, l_labels) = batch
         split = p_images.shape[0]
-        images = _images(torch.cat([p_images, l_images]), rt)
+        images = _images(torch.cat([p_images.to(rt.device, non_blocking=True),  # upload, then cat on the device
+                                    l_images.to(rt.device, non_blocking=True)]), rt)
         p_labels, p_confidences = label_and_confidence(p_probs.to(rt.device, non_blocking=True))
         labels = torch.cat([p_labels, l_labels.to(rt.device, non_blocking=True)])
         confidences = torch.cat([p_confidences, torch.ones(l_labels.shape[0], device=rt.device)])
@@ -143,7 +147,7 @@ def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_step
             lam = draw_lambda(args.alpha, keep_max=True)
             permutation = random_permutation(images.shape[0], rt.device)
             loss, stats = dmt_mixup_loss(model, images, labels, confidences, split, *gammas, args.labeled_weight,
-                                         lam, permutation, rt.precision)
+                                         lam, permutation, rt.precision, weights_model)
         stats.update(gamma1=torch.tensor(gammas[0]), gamma2=torch.tensor(gammas[1]))
         return loss, stats, images.shape[0]
     return step
@@ -160,22 +164,28 @@ def _pseudo_set(args: argparse.Namespace, transform) -> CifarDataset:
 def build_batches(args: argparse.Namespace, rt: Runtime, dmt: bool) -> tuple[Callable, int, dict]:
     """(``batches(start)`` for the Trainer, iterations per epoch, dataset sizes for the config)."""
     kwargs = data_loader_kwargs(args.workers, rt.device)
+    randaugment = args.ra if not dmt else not args.aa
+    augmenter = (batch_augment.BatchRandAugment(rt.device, args.n, args.m)  # --device-augment / CUDA default
+                 if batch_augment.resolve(args, rt.device, randaugment) else None)
+    transform = None if augmenter else train_transform(autoaugment=not randaugment, n=args.n, m_max=args.m)
     if not dmt:
-        transform = train_transform(autoaugment=not args.ra, n=args.n, m_max=args.m)
-        train_set = labelled_dataset(args.data_root, args.train_set, transform)
+        train_set, collate = batch_augment.for_loader(labelled_dataset(args.data_root, args.train_set, transform),
+                                                      augmenter)
         stream = EpochStream(train_set, distributed.per_rank(args.batch_size, "--batch-size"), seed=args.seed,
-                             **kwargs)
-        return stream.iterate, len(stream), {"train_images": len(train_set)}
-    transform = train_transform(autoaugment=args.aa, n=args.n, m_max=args.m)
-    labelled_set = labelled_dataset(args.data_root, f"{args.train_set}_labeled", transform)
-    pseudo_set = _pseudo_set(args, transform)
+                             collate_fn=collate, **kwargs)
+        return (batch_augment.on_device(stream.iterate, augmenter), len(stream),
+                {"train_images": len(train_set), "device_augment": bool(augmenter)})
+    labelled_set, labelled_collate = batch_augment.for_loader(
+        labelled_dataset(args.data_root, f"{args.train_set}_labeled", transform), augmenter)
+    pseudo_set, pseudo_collate = batch_augment.for_loader(_pseudo_set(args, transform), augmenter)
     labelled = EpochStream(labelled_set, distributed.per_rank(args.batch_size_labeled, "--batch-size-labeled"),
-                           seed=args.seed, **data_loader_kwargs(min(args.workers, 2), rt.device))
+                           seed=args.seed, collate_fn=labelled_collate,
+                           **data_loader_kwargs(min(args.workers, 2), rt.device))
     pseudo = EpochStream(pseudo_set, distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo"),
-                         seed=args.seed + PSEUDO_STREAM_SEED_OFFSET, **kwargs)
+                         seed=args.seed + PSEUDO_STREAM_SEED_OFFSET, collate_fn=pseudo_collate, **kwargs)
     sizes = {"labelled_images": len(labelled_set), "pseudo_images": len(pseudo_set),
-             "pseudo_file": str(pseudo_path(args))}
-    return (lambda start: paired_batches(pseudo, labelled, start)), len(pseudo), sizes
+             "pseudo_file": str(pseudo_path(args)), "device_augment": bool(augmenter)}
+    return batch_augment.on_device(lambda start: paired_batches(pseudo, labelled, start), augmenter), len(pseudo), sizes
 
 
 def build_model(args: argparse.Namespace, rt: Runtime) -> nn.Module:
@@ -193,7 +203,8 @@ def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
     total_steps = args.epochs * steps_per_epoch
     val_loader = evaluation_loader(args, rt)
     model = build_model(args, rt)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay,
+                                fused=True if rt.device.type == "cuda" else None)  # fused: fp16 GradScaler without a per-step sync
     scheduler = cosine_scheduler(optimizer, total_steps)
     ema = ModelEMA(model, args.ema_decay)
     step_fn = dmt_step(model, args, rt, total_steps) if dmt else supervised_step(model, args, rt)

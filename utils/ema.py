@@ -29,8 +29,7 @@ class ModelEMA:
         ema_params = [p for p in self.module.parameters()]
         params = [p.detach() for p in source.parameters()]
         torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
-        for ema_buf, buf in zip(self.module.buffers(), source.buffers()):
-            ema_buf.copy_(buf)
+        torch._foreach_copy_(list(self.module.buffers()), list(source.buffers()))  # one multi-tensor copy
 
     def state_dict(self) -> dict:
         return self.module.state_dict()
