@@ -3,7 +3,7 @@
 Two kinds of file, one format (a dict saved with ``torch.save``):
 
 * a **snapshot** (``<exp>.pt``): the original's ``{model, optimizer, lr_scheduler}`` keys, so the
-  files stay interchangeable with the 2020 code's, plus ``format`` and ``meta``;
+  files stay interchangeable with the 2020 code's, plus ``format``;
 * a **resume checkpoint** (``<exp>.resume.pt``): additionally ``scaler``, ``step``, ``best_metric``,
   ``rng`` and ``extra`` (anything a loop needs to continue exactly where it stopped).
 
@@ -38,8 +38,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer=None, scheduler=None,
                     scaler=None, step: int | None = None, best_metric: float | None = None,
-                    rng: Any = None, extra: Mapping[str, Any] | None = None,
-                    meta: Mapping[str, Any] | None = None) -> None:
+                    rng: Any = None, extra: Mapping[str, Any] | None = None) -> None:
     """Save atomically. Only the arguments given are stored (``None`` entries are kept as None)."""
     state: dict[str, Any] = {
         "format": FORMAT,
@@ -57,8 +56,6 @@ def save_checkpoint(path: str | os.PathLike, *, model: nn.Module, optimizer=None
         state["rng"] = rng
     if extra is not None:
         state["extra"] = dict(extra)
-    if meta is not None:
-        state["meta"] = dict(meta)
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 

@@ -28,7 +28,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def configure_backends(device: torch.device, deterministic: bool = False, benchmark: bool = True) -> None:
+def configure_backends(device: torch.device, deterministic: bool = False) -> None:
     """Backend switches for speed, or for bit-reproducible runs with ``deterministic``.
 
     * CUDA: cuDNN autotuning (the original ran cuDNN non-deterministic) and **TF32** for fp32
@@ -44,7 +44,7 @@ def configure_backends(device: torch.device, deterministic: bool = False, benchm
         if deterministic:
             import os
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = benchmark and not deterministic
+        torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cuda.matmul.allow_tf32 = not deterministic
         torch.backends.cudnn.allow_tf32 = not deterministic
