@@ -12,6 +12,12 @@
   ``--continue-from`` only.
 * The loop, validation schedule, best snapshot, resume checkpoints and TensorBoard scalars are
   :class:`utils.trainer.Trainer`'s. Validation uses ``--eval-protocol`` (default: whole image).
+* Under torchrun the batch flags stay global: step s's global batch is the one of a single
+  process, and the processes split the concatenated [pseudo; labelled] batch (VOC's 7 + 1 over 4
+  processes: 2 images each, the last one holding the labelled image), each knowing which of its
+  images are pseudo-labelled. The loss divides by the whole global batch's pixel count, so the
+  averaged gradient is one process's on the same batch; BatchNorm is SyncBatchNorm on GPUs
+  (``--no-sync-bn``: per-process statistics), plain per-process BatchNorm on CPU/gloo.
 """
 from __future__ import annotations
 
@@ -57,12 +63,30 @@ def to_device(x: torch.Tensor, device: torch.device, memory_format=None) -> torc
     return x.contiguous(memory_format=memory_format) if memory_format is not None else x
 
 
+class ShareCollate:
+    """Collates one part of this rank's share of a step's batch (:func:`segmentation.datasets.collate`);
+    a part with no sample on this rank (the global batch split over more processes than it has
+    images of that part) gives empty tensors of the crop's shape: images 0×3×H×W, targets 0×2×H×W
+    (pseudo) or 0×H×W (labels)."""
+
+    def __init__(self, crop: tuple[int, int], pseudo: bool) -> None:
+        self.crop, self.pseudo = (int(crop[0]), int(crop[1])), pseudo
+
+    def __call__(self, items):
+        if items:
+            return collate(items)
+        h, w = self.crop
+        target = torch.zeros(0, 2, h, w) if self.pseudo else torch.zeros(0, h, w, dtype=torch.long)
+        return torch.zeros(0, 3, h, w), target
+
+
 def supervised_step(model: nn.Module, loss_fn: nn.Module, rt: Runtime) -> Callable:
     def step(batch, _step: int):
         images, labels = batch
         images = to_device(images, rt.device, rt.memory_format)
         with rt.precision.autocast():
             logits = model(images)
+        distributed.average_bn_statistics_(unwrap(model), images.shape[0])  # no-op in one process / SyncBN
         loss, stats = loss_fn(logits, to_device(labels, rt.device))
         return loss, stats, images.shape[0]
     return step
@@ -84,6 +108,7 @@ def dmt_step(model: nn.Module, loss_fn: nn.Module, rt: Runtime, online: bool) ->
             pseudo = to_device(p_targets, rt.device)
         with rt.precision.autocast():
             logits = model(images)
+        distributed.average_bn_statistics_(unwrap(model), images.shape[0])  # no-op in one process / SyncBN
         loss, stats = loss_fn(logits, torch.cat([pseudo, labelled]), split_index=split)
         return loss, stats, images.shape[0]
     return step
@@ -93,19 +118,18 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
     dmt = args.state == 1
     online = dmt and args.loss == "online"
     loader_kwargs = data_loader_kwargs(args.workers, rt.device)
-    labelled_batch = distributed.per_rank(args.batch_size_labeled, "--batch-size-labeled")
-    labelled = EpochStream(builders.training_set(args, builders.labelled_list(args)), labelled_batch,
-                           seed=args.seed, collate_fn=collate, **loader_kwargs)
+    crop = builders.crop_size(args)
+    labelled = EpochStream(builders.training_set(args, builders.labelled_list(args)), args.batch_size_labeled,
+                           seed=args.seed, collate_fn=ShareCollate(crop, pseudo=False), **loader_kwargs)
     if dmt:
-        pseudo_batch = distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo")
         if online:
             pseudo_set = builders.training_set(args, builders.unlabelled_list(args))
         else:
             pseudo_set = builders.training_set(args, builders.unlabelled_list(args),
                                                pseudo_dir=run_state.pseudo_dir(args))
             check_pseudo_files(pseudo_set)
-        pseudo = EpochStream(pseudo_set, pseudo_batch, seed=args.seed + PSEUDO_SEED_OFFSET,
-                             collate_fn=collate, **loader_kwargs)
+        pseudo = EpochStream(pseudo_set, args.batch_size_pseudo, seed=args.seed + PSEUDO_SEED_OFFSET,
+                             collate_fn=ShareCollate(crop, pseudo=not online), **loader_kwargs)
         steps_per_epoch = len(pseudo)
         batches = lambda start: paired_batches(pseudo, labelled, start)  # noqa: E731
     else:
@@ -118,7 +142,10 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
     protocol = evaluation.protocol_from_args(args)
 
     model = builders.build_model(args, rt.device, rt.memory_format)
-    model = distributed.wrap_model(model, rt.device, sync_bn=args.sync_bn)
+    # sync_bn None: SyncBatchNorm on CUDA under torchrun. The original's ASPP sums 2 of its 4 branches
+    # (docs/method.md §11.1): the other two get no gradient, which DDP must be told.
+    model = distributed.wrap_model(model, rt.device, sync_bn=args.sync_bn,
+                                   find_unused_parameters=not args.all_aspp_branches)
     if args.compile:
         model = torch.compile(model)
     optimizer = make_optimizer(model, args)

@@ -4,8 +4,11 @@
 #   PYTHON=/path/to/python ./...               # which interpreter (default: .venv's if present)
 #
 # run_py MODULE ARGS... runs `python -m MODULE ARGS...` from the repository root, through
-# `torchrun --standalone --nproc_per_node=$NGPUS` when NGPUS > 1. Every program skips a run whose
-# outputs are already complete, so re-running a killed script continues where it stopped.
+# torchrun (`python -m utils.torchrun --standalone --nproc_per_node=$NGPUS -- MODULE ARGS...`) when
+# NGPUS > 1: the program's arguments go to the program untouched, a failure ends with the failed
+# process's one error line (shown once) and exit status, without torchrun's traceback. Batch flags
+# stay global batches, split over the processes. Every program skips a run whose outputs are
+# already complete, so re-running a killed script continues where it stopped.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
@@ -17,7 +20,7 @@ export PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}"
 run_py() {
     local module="$1"; shift
     if [ "$NGPUS" -gt 1 ]; then
-        (cd "$REPO_ROOT" && "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPUS" -m "$module" "$@")
+        (cd "$REPO_ROOT" && "$PYTHON" -m utils.torchrun --standalone --nproc_per_node="$NGPUS" -- "$module" "$@")
     else
         (cd "$REPO_ROOT" && "$PYTHON" -m "$module" "$@")
     fi

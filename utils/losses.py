@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils import distributed
+
 IGNORE_INDEX = 255
 
 
@@ -65,16 +67,31 @@ def labelled_mask(labels: torch.Tensor, split_index: int) -> torch.Tensor:
     return mask.view(-1, *([1] * (labels.dim() - 1))).expand_as(labels)
 
 
-def _stats(labels, valid, parts, weights, split_index) -> dict[str, torch.Tensor]:
-    """The original's per-step statistics: disagree, current_win, avg_weights (SPEC §3.1)."""
+def global_stats(sums: dict[str, torch.Tensor], means: dict[str, torch.Tensor] | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """Per-step statistics of the whole global batch, in one all_reduce under torchrun (as they are
+    in a single process): ``sums`` are added over the ranks; ``means`` are per-rank values already
+    divided by :func:`utils.distributed.mean_denominator` (global count / world), so their average
+    over the ranks is the global mean."""
+    world = distributed.info().world_size
+    values = {**sums, **{k: (v / world if world > 1 else v) for k, v in (means or {}).items()}}
+    return distributed.sum_over_ranks(values)
+
+
+def _stats(labels, valid, parts, weights, split_index, means=None) -> dict[str, torch.Tensor]:
+    """The original's per-step statistics: disagree, current_win, avg_weights (SPEC §3.1), over the
+    whole global batch (summed over the ranks under torchrun), plus the given ``means``."""
     pseudo = valid & ~labelled_mask(labels, split_index)
     disagree = pseudo & ~parts["agree"]
-    return {
+    totals = global_stats({
         "disagree": disagree.sum().float(),
         "current_win": (disagree & parts["current_win"]).sum().float(),
         # masked mean without boolean indexing: no device→host sync in the training step
-        "avg_weights": (weights.float() * valid).sum() / valid.sum().clamp_min(1),
-    }
+        "weights_sum": (weights.float() * valid).sum(),
+        "valid": valid.sum(),
+    }, means)
+    weights_sum, count = totals.pop("weights_sum"), totals.pop("valid")
+    return {**totals, "avg_weights": weights_sum / count.clamp_min(1)}
 
 
 class DynamicMutualLoss(nn.Module):
@@ -97,17 +114,18 @@ class DynamicMutualLoss(nn.Module):
         inputs = match_size(inputs, labels)
         ce = F.cross_entropy(full_precision(inputs), labels, ignore_index=self.ignore_index, reduction="none")
         valid = labels != self.ignore_index
-        count = valid.sum().clamp_min(1).float()
+        count = distributed.mean_denominator(valid.sum())  # M of the whole global batch (/ world under DDP)
         raw_sum = ce.sum()
         if split_index is None or (self.gamma1 == 0 and self.gamma2 == 0 and type(self) is DynamicMutualLoss):
-            return raw_sum / count, {"loss": (raw_sum / count).detach()}
+            loss = raw_sum / count
+            return loss, {k: v.detach() for k, v in global_stats({}, {"loss": loss}).items()}
         probs = full_precision(inputs.detach()).softmax(dim=1)
         weights, parts = self.pseudo_weights(probs, labels, confidences)
         labelled = labelled_mask(labels, split_index)
         ce, weights = self.adjust(inputs, labels, confidences, ce, weights, parts, ~labelled)
         weights = torch.where(labelled, torch.ones_like(weights), weights)
         loss = (ce * weights).sum() / count
-        stats = {**_stats(labels, valid, parts, weights, split_index), "loss": raw_sum / count}
+        stats = _stats(labels, valid, parts, weights, split_index, means={"loss": raw_sum / count})
         return loss, {k: v.detach() for k, v in stats.items()}
 
     def adjust(self, inputs, labels, confidences, ce, weights, parts, pseudo):
@@ -155,9 +173,11 @@ class OnlineLoss(nn.Module):
             online = decision.masked_fill(q <= self.threshold, self.ignore_index)
             labels = torch.cat([online, labels[split_index:]])
         ce = F.cross_entropy(full_precision(inputs), labels, ignore_index=self.ignore_index, reduction="none")
-        count = (labels != self.ignore_index).sum().clamp_min(1).float()
+        count = distributed.mean_denominator((labels != self.ignore_index).sum())
         loss = ce.sum() / count
-        return loss, {"loss": loss.detach(), "online_kept": (labels[:split_index or 0] != self.ignore_index).sum().float()}
+        kept = (labels[:split_index or 0] != self.ignore_index).sum().float()
+        stats = global_stats({"online_kept": kept}, {"loss": loss})
+        return loss, {k: v.detach() for k, v in stats.items()}
 
 
 def build_loss(name: str, gamma1: float = 0.0, gamma2: float = 0.0, online_threshold: float = 0.9,
@@ -201,15 +221,26 @@ def classification_weights(probs: torch.Tensor, targets: torch.Tensor, split_ind
     return weights, _stats(labels, torch.ones_like(labels, dtype=torch.bool), parts, weights, split_index)
 
 
-def mixup_weighted_ce(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: float,
-                      weights: torch.Tensor | None = None) -> torch.Tensor:
+def batch_mean(per_sample: torch.Tensor, global_size: int | None = None) -> torch.Tensor:
+    """(1/N) Σ over the whole global batch of N samples, in the units DDP averages in: in a single
+    process (or without ``global_size``) the plain mean; under torchrun this rank's sum divided by
+    N / world, so that the ranks' average is the global mean (and so is the gradient)."""
+    world = distributed.info().world_size
+    if world == 1 or global_size is None:
+        return per_sample.mean()
+    return per_sample.sum() / (max(global_size, 1) / world)
+
+
+def mixup_weighted_ce(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam,
+                      weights: torch.Tensor | None = None, global_size: int | None = None) -> torch.Tensor:
     """SPEC §3.3 step 3: (1/N) Σ w̃_n [λ·CE(f(x̃_n), y_n) + (1−λ)·CE(f(x̃_n), y_π(n))], hard labels.
 
-    ``weights`` None means all 1 (the supervised mixup baseline of ``main_fs``).
+    ``weights`` None means all 1 (the supervised mixup baseline of ``main_fs``). Under torchrun the
+    rows are this rank's share and ``global_size`` is N (:func:`batch_mean`).
     """
     logits = full_precision(logits)
     per_sample = lam * F.cross_entropy(logits, labels_a, reduction="none") \
         + (1 - lam) * F.cross_entropy(logits, labels_b, reduction="none")
     if weights is not None:
         per_sample = per_sample * weights
-    return per_sample.mean()
+    return batch_mean(per_sample, global_size)
