@@ -142,10 +142,7 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
     protocol = evaluation.protocol_from_args(args)
 
     model = builders.build_model(args, rt.device, rt.memory_format)
-    # sync_bn None: SyncBatchNorm on CUDA under torchrun. The original's ASPP sums 2 of its 4 branches
-    # (docs/method.md §11.1): the other two get no gradient, which DDP must be told.
-    model = distributed.wrap_model(model, rt.device, sync_bn=args.sync_bn,
-                                   find_unused_parameters=not args.all_aspp_branches)
+    model = distributed.wrap_model(model, rt.device, sync_bn=args.sync_bn)  # None: SyncBN on CUDA under torchrun
     if args.compile:
         model = torch.compile(model)
     optimizer = make_optimizer(model, args)

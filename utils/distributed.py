@@ -6,6 +6,7 @@ single process and every helper here degrades to a no-op, so the same code runs 
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -192,13 +193,11 @@ def broadcast_buffers_(module: nn.Module, src: int = 0) -> None:
             dist.broadcast(buf.data, src=src)
 
 
-def per_rank(global_batch: int, flag: str) -> int:
-    """The share of a global batch size that each rank processes (the scripts' batches are global)."""
-    world = info().world_size
-    if global_batch % world:
-        raise UserError(f"{flag} {global_batch}: not divisible by the {world} processes; "
-                        "choose a batch size that is a multiple of --nproc_per_node")
-    return global_batch // world
+def per_rank(global_batch: int, flag: str = "") -> int:
+    """A rank's batch size for sharded inference (labelling, ``flag`` the batch flag): ⌈global /
+    world⌉, any world size. Only throughput depends on it: every image is processed on its own
+    (eval mode). Training batches are split by :func:`rank_share` instead."""
+    return max(1, math.ceil(global_batch / info().world_size))
 
 
 def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool | None = False,
