@@ -53,7 +53,7 @@ from utils.checkpoint import load_model_weights, save_checkpoint, unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.ema import ModelEMA
 from utils.errors import UserError
-from utils.losses import (DynamicMutualLoss, batch_mean, classification_weights, gamma_ramp, global_stats,
+from utils.losses import (batch_mean, classification_weights, dmt_loss, gamma_ramp, global_stats,
                           mixup_weighted_ce)
 from utils.mixup import mix, random_permutation, sample_lambda
 from utils.run_log import RunLogger, finish_run, save_config
@@ -151,8 +151,8 @@ def dmt_mixup_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         probs = unwrap(model)(images).float().softmax(dim=1)
     # every rank's BN update counts (outside DDP, rank 0's alone would survive its next forward)
     distributed.average_bn_statistics_(unwrap(model), images.shape[0])
-    targets = torch.stack([labels.float(), confidences.float()], dim=1)
-    weights, stats = classification_weights(probs, targets, split_index, gamma1, gamma2, labeled_weight)
+    weights, stats = classification_weights(probs, labels, confidences.float(), split_index, gamma1, gamma2,
+                                            labeled_weight)
     loss, mix_stats = mixup_forward(model, images, labels, lam, permutation, precision, weights, share)
     return loss, {**stats, **mix_stats}
 
@@ -183,8 +183,6 @@ def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_step
              global_size: Callable[[int], int] | None = None) -> Callable:
     """main_dmt: one [pseudo; labelled] batch, SPEC §3.3 (mixup) or §3.1 (``--alpha -1``).
     Under torchrun the batch is this rank's share of it (``global_size(step)``: the global size)."""
-    plain_loss = DynamicMutualLoss(args.gamma1, args.gamma2)
-
     def step(batch, step_number: int):
         (p_images, p_probs), (l_images, l_labels) = batch
         split = p_images.shape[0]
@@ -201,7 +199,7 @@ def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_step
             with rt.precision.autocast():
                 logits = model(images)
             distributed.average_bn_statistics_(unwrap(model), images.shape[0])
-            loss, stats = plain_loss(logits, torch.stack([labels.float(), confidences], dim=1), split_index=split)
+            loss, stats = dmt_loss(logits, labels, confidences, split, args.gamma1, args.gamma2)
             accuracy = mixup_accuracy(logits, labels, labels, 1.0, None if share is None else share.global_size)
             stats = {**stats, **global_stats({}, {"accuracy": accuracy})}
         else:

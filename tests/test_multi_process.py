@@ -66,24 +66,29 @@ def segmentation_batch():
 
 def segmentation_cases(rank: int, world: int) -> None:
     from segmentation.models import deeplab_v2
-    from segmentation.training import dmt_step, supervised_step
-    from utils.losses import build_loss
+    from segmentation.training import dmt_loss_fn, dmt_step, supervised_step
+    from utils.losses import supervised_loss
 
     torch.manual_seed(0)
     model = deeplab_v2(5, "tiny", pretrained=None).eval()  # BN in eval mode: per-sample outputs
     images, targets, labels = segmentation_batch()
     n = PSEUDO + LABELLED
 
-    def batch(lo, hi):
-        return (parts(images, lo, hi)[0], parts(targets, lo, hi)[0]), (parts(images, lo, hi)[1], parts(labels, lo, hi)[1])
+    def batch(lo, hi, online):
+        pseudo = (None,) if online else (parts(targets[:, 0].long(), lo, hi)[0], parts(targets[:, 1], lo, hi)[0])
+        return (parts(images, lo, hi)[0], *pseudo), (parts(images, lo, hi)[1], parts(labels, lo, hi)[1])
+
+    def loss_fn(name):
+        return dmt_loss_fn(argparse.Namespace(loss=name, gamma1=2.0, gamma2=3.0, online_threshold=0.9))
 
     reference = {}
-    for name in ("dmt", "flip", "online", "supervised"):
+    for name in ("dmt", "naive", "flip", "online", "supervised"):
         ref = copy.deepcopy(model)
         if name == "supervised":
-            loss, stats, _ = supervised_step(ref, build_loss("dmt"), runtime())((images, labels), 1)
+            loss, stats, _ = supervised_step(ref, supervised_loss, runtime())((images, labels), 1)
         else:
-            loss, stats, _ = dmt_step(ref, build_loss(name, 2.0, 3.0), runtime(), name == "online")(batch(0, n), 1)
+            online = name == "online"
+            loss, stats, _ = dmt_step(ref, loss_fn(name), runtime(), online)(batch(0, n, online), 1)
         loss.backward()
         reference[name] = (float(loss.detach()), stats, grads(ref))
 
@@ -92,10 +97,10 @@ def segmentation_cases(rank: int, world: int) -> None:
     for name, (ref_loss, ref_stats, ref_grads) in reference.items():
         ddp = nn.parallel.DistributedDataParallel(copy.deepcopy(model))
         if name == "supervised":
-            loss, stats, count = supervised_step(ddp, build_loss("dmt"), runtime())((images[lo:hi], labels[lo:hi]), 1)
+            loss, stats, count = supervised_step(ddp, supervised_loss, runtime())((images[lo:hi], labels[lo:hi]), 1)
         else:
-            loss, stats, count = dmt_step(ddp, build_loss(name, 2.0, 3.0), runtime(), name == "online")(
-                batch(lo, hi), 1)
+            online = name == "online"
+            loss, stats, count = dmt_step(ddp, loss_fn(name), runtime(), online)(batch(lo, hi, online), 1)
         assert count == hi - lo
         loss.backward()
         check_close(f"segmentation {name} grads", grads(ddp), ref_grads)
