@@ -25,6 +25,11 @@ labelling (``main_dmt``), SPEC §1.2, §3.3, §7.2.
   test set or ``--valtiny``. DMT evaluates the initial net first, saves it as the first best and
   replaces it on ``>=``; the baseline snapshots on strictly better.
 * The loop, snapshots, resume checkpoints and TensorBoard scalars are :class:`utils.trainer.Trainer`'s.
+* Under torchrun the batch flags stay global: the processes split the global [pseudo; labelled]
+  batch (496 + 16 over 4: 128 each), each knowing which of its rows are pseudo-labelled; λ and π
+  are rank 0's draws and π permutes the whole global batch (the partners' images, labels and
+  weights are gathered on the device), the loss is divided by the global N, and the BN statistics
+  of both forwards are averaged over the processes: one process's step on the same batch.
 
 Outputs: ``<exp>.pt`` (best snapshot), ``<exp>--ema.pt`` (the EMA, model only), ``<exp>_cfg.json``,
 TensorBoard ``train/{loss, weighted_loss, accuracy, disagree, current_win, avg_weights, gamma1,
@@ -277,7 +282,8 @@ def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay)
     scheduler = cosine_scheduler(optimizer, total_steps)
     ema = ModelEMA(model, args.ema_decay)
-    step_fn = dmt_step(model, args, rt, total_steps, global_size) if dmt else supervised_step(model, args, rt, global_size)
+    step_fn = (dmt_step(model, args, rt, total_steps, global_size) if dmt
+               else supervised_step(model, args, rt, global_size))
     metric = options.metric_name(args)
     if rt.dist.is_main:
         save_config(files.config, {**vars(args), **sizes, "total_steps": total_steps,
