@@ -13,6 +13,7 @@ import argparse
 import copy
 import os
 import socket
+import time
 
 import pytest
 import torch
@@ -196,6 +197,18 @@ def batch_and_bn_cases(rank: int, world: int) -> None:
     average_bn_statistics_(bn, hi - lo)
     torch.testing.assert_close(bn.running_mean, expected_mean, rtol=1e-5, atol=1e-6)
 
+    # every rank's RNG state goes into the resume checkpoint, and each rank gets its own back
+    from utils.runtime import rank_rng_states, seed_everything, set_rank_rng_state
+    seed_everything(20 + rank)
+    states = rank_rng_states()
+    expected = torch.rand(3)
+    assert len(states) == world
+    torch.manual_seed(99)
+    set_rank_rng_state(states)
+    assert torch.equal(torch.rand(3), expected)
+    seed_everything(20 + (rank + 1) % world)
+    assert not torch.equal(torch.rand(3), expected)  # the ranks' states differ
+
 
 def init(rank: int, world: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -218,6 +231,27 @@ def test_a_step_under_ddp_equals_one_process_on_the_global_batch(world):
     os.environ["MASTER_PORT"] = str(free_port())
     mp.start_processes(worker, args=(world, int(os.environ["MASTER_PORT"])), nprocs=world, join=True,
                        start_method="spawn")
+
+
+def test_torchrun_wrapper_hands_program_args_over_and_shows_an_error_line_once():
+    from utils.torchrun import _dedup_errors, split_argv
+    assert split_argv(["--standalone", "--nproc_per_node=2", "--", "classification.main_fs", "--n", "1"]) == \
+        (["--standalone", "--nproc_per_node=2"], "classification.main_fs", ["--n", "1"])
+    read_fd, write_fd = os.pipe()
+    out_r, out_w = os.pipe()
+    chunks = (b"progress 1\r", b"progress 2\rerror: x.txt: bad; fix it\n", b"p\rerr", b"or: x.txt: bad; fix it\n",
+              b"error: y: other\n", b"Traceback (most recent call last):\n")
+    import threading
+    copier = threading.Thread(target=_dedup_errors, args=(read_fd, out_w))
+    copier.start()
+    for chunk in chunks:  # one write at a time, as the processes write
+        os.write(write_fd, chunk)
+        time.sleep(0.01)
+    os.close(write_fd)
+    copier.join()
+    os.close(out_w)
+    assert os.read(out_r, 4096) == (b"progress 1\rprogress 2\rerror: x.txt: bad; fix it\np\rerror: y: other\n"
+                                    b"Traceback (most recent call last):\n")
 
 
 def test_rank_shares_split_the_concatenated_batch():

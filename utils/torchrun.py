@@ -33,13 +33,19 @@ def _dedup_errors(read_fd: int, write_fd: int) -> None:
         out = []
         *lines, pending = pending.split(b"\n")
         for line in lines:
-            if line.startswith(ERROR_PREFIX):
-                if line in seen:
+            head, cr, last = line.rpartition(b"\r")  # what a terminal shows: the text after the last \r
+            if last.startswith(ERROR_PREFIX):
+                if last in seen:
+                    out.append(head + cr)
                     continue
-                seen.add(line)
+                seen.add(last)
             out.append(line + b"\n")
-        # a partial line that cannot become an error line is passed on now (tqdm's \r updates)
-        if pending and not (pending.startswith(ERROR_PREFIX) or ERROR_PREFIX.startswith(pending)):
+        # a partial line is passed on now (tqdm's \r updates), except a tail that may become an error line
+        head, cr, last = pending.rpartition(b"\r")
+        if last.startswith(ERROR_PREFIX) or ERROR_PREFIX.startswith(last):
+            out.append(head + cr)
+            pending = last
+        else:
             out.append(pending)
             pending = b""
         if out:
