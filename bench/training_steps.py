@@ -15,7 +15,7 @@
   and non-blocking copies, statistics summed on the device and read back once per logging interval,
   optional ``torch.compile``).
 
-Both use the project's loss (:func:`utils.losses.build_loss`), optimizer
+Both use the project's loss (:func:`utils.losses.dmt_loss`), optimizer
 (:func:`segmentation.training.make_optimizer`) and poly schedule, so they compute the same thing;
 only how it is run differs. ``tests/test_fast_step_equivalence.py`` checks that.
 """
@@ -33,12 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from segmentation.datasets import gt_to_pseudo_target
 from segmentation.training import dmt_step, make_optimizer, supervised_step
 from utils.amp import Precision
 from utils.cli import Runtime
 from utils.distributed import DistInfo
-from utils.losses import IGNORE_INDEX, build_loss
+from utils.losses import IGNORE_INDEX, dmt_loss, supervised_loss
 from utils.metrics import ConfusionMatrix
 from utils.run_log import RunLogger
 from utils.runtime import configure_backends
@@ -73,7 +72,7 @@ class StepConfig:
 
 def synthetic_batch(cfg: StepConfig, seed: int = 0, ignore_fraction: float = 0.1) -> Any:
     """A host batch shaped like the loaders' (SPEC §2.1, §3.1): supervised ``(images, labels)``;
-    DMT ``((pseudo images, pseudo targets N×2×H×W), (labelled images, labels))``. Labels are random
+    DMT ``((pseudo images, pseudo labels, confidences), (labelled images, labels))``. Labels are random
     classes with ``ignore_fraction`` of 255, confidences uniform in [0, 1)."""
     g = torch.Generator().manual_seed(seed)
     h, w = cfg.crop
@@ -87,8 +86,9 @@ def synthetic_batch(cfg: StepConfig, seed: int = 0, ignore_fraction: float = 0.1
 
     if not cfg.dmt:
         return images(cfg.labelled), labels(cfg.labelled)
-    pseudo_targets = torch.stack([labels(cfg.pseudo).float(), torch.rand(cfg.pseudo, h, w, generator=g)], dim=1)
-    return (images(cfg.pseudo), pseudo_targets), (images(cfg.labelled), labels(cfg.labelled))
+    pseudo_labels = labels(cfg.pseudo)
+    confidences = torch.rand(cfg.pseudo, h, w, generator=g)
+    return (images(cfg.pseudo), pseudo_labels, confidences), (images(cfg.labelled), labels(cfg.labelled))
 
 
 def pin(batch: Any) -> Any:
@@ -98,8 +98,12 @@ def pin(batch: Any) -> Any:
     return type(batch)(pin(b) for b in batch)
 
 
-def loss_for(cfg: StepConfig) -> nn.Module:
-    return build_loss("dmt", *cfg.gamma) if cfg.dmt else build_loss("dmt")
+def loss_for(cfg: StepConfig):
+    """DMT: ``loss(logits, labels, confidences, num_pseudo)``; supervised: ``loss(logits, labels)``."""
+    if not cfg.dmt:
+        return supervised_loss
+    return lambda logits, labels, confidences, num_pseudo: dmt_loss(logits, labels, confidences, num_pseudo,
+                                                                    *cfg.gamma)
 
 
 def optimizer_and_schedule(model: nn.Module) -> tuple[torch.optim.Optimizer, Any]:
@@ -152,8 +156,9 @@ class ReferenceLoop:
         cfg = self.cfg
         split = None
         if cfg.dmt:  # formatted and concatenated on the host, as the original did
-            (p_images, p_targets), (l_images, l_labels) = batch
-            targets = torch.cat([p_targets, gt_to_pseudo_target(l_labels)])
+            (p_images, p_labels, p_confidences), (l_images, l_labels) = batch
+            targets = torch.cat([torch.stack([p_labels.float(), p_confidences], dim=1),
+                                 torch.stack([l_labels.float(), torch.ones(l_labels.shape)], dim=1)])
             inputs, labels = torch.cat([p_images, l_images]), targets[:, 0].long()
             targets, split = targets.to(self.device), p_images.shape[0]
         else:
@@ -164,7 +169,7 @@ class ReferenceLoop:
             outputs = F.interpolate(self.model(inputs), size=cfg.crop, mode="bilinear", align_corners=True)
             self.train_matrix.update(labels, outputs.argmax(1))  # boolean-mask indexing: a host sync
             if cfg.dmt:
-                loss, stats = self.loss_fn(outputs, targets, split_index=split)
+                loss, stats = self.loss_fn(outputs, targets[:, 0].round().long(), targets[:, 1], split)
             else:
                 loss, stats = self.loss_fn(outputs, labels)
             stats = {key: value.item() for key, value in stats.items() if value.dim() == 0}  # read back every step

@@ -25,6 +25,11 @@ labelling (``main_dmt``), SPEC §1.2, §3.3, §7.2.
   test set or ``--valtiny``. DMT evaluates the initial net first, saves it as the first best and
   replaces it on ``>=``; the baseline snapshots on strictly better.
 * The loop, snapshots, resume checkpoints and TensorBoard scalars are :class:`utils.trainer.Trainer`'s.
+* Under torchrun the batch flags stay global: the processes split the global [pseudo; labelled]
+  batch (496 + 16 over 4: 128 each), each knowing which of its rows are pseudo-labelled; λ and π
+  are rank 0's draws and π permutes the whole global batch (the partners' images, labels and
+  weights are gathered on the device), the loss is divided by the global N, and the BN statistics
+  of both forwards are averaged over the processes: one process's step on the same batch.
 
 Outputs: ``<exp>.pt`` (best snapshot), ``<exp>--ema.pt`` (the EMA, model only), ``<exp>_cfg.json``,
 TensorBoard ``train/{loss, weighted_loss, accuracy, disagree, current_win, avg_weights, gamma1,
@@ -38,11 +43,12 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 
 from classification import batch_augment, options
 from classification.augment import train_transform
-from classification.cifar import (CifarDataset, label_and_confidence, labelled_dataset, read_pseudo,
-                                  rows_to_images)
+from classification.cifar import (IMAGE_SIZE, NUM_CLASSES, CifarDataset, label_and_confidence, labelled_dataset,
+                                  read_pseudo, rows_to_images)
 from classification.evaluation import evaluate, evaluation_loader
 from classification.labeling import pseudo_path
 from classification.models import wrn_28_2
@@ -52,7 +58,8 @@ from utils.checkpoint import load_model_weights, save_checkpoint, unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.ema import ModelEMA
 from utils.errors import UserError
-from utils.losses import DynamicMutualLoss, classification_weights, gamma_ramp, mixup_weighted_ce
+from utils.losses import (batch_mean, classification_weights, dmt_loss, gamma_ramp, global_stats,
+                          mixup_weighted_ce)
 from utils.mixup import mix, random_permutation, sample_lambda
 from utils.run_log import RunLogger, finish_run, save_config
 from utils.schedules import cosine_scheduler
@@ -67,40 +74,93 @@ def draw_lambda(alpha: float, keep_max: bool) -> float:
     return sample_lambda(alpha, keep_max) if alpha > 0 else 1.0
 
 
-def mixup_accuracy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: float) -> torch.Tensor:
-    """The original's training accuracy ×100: λ·[pred = y] + (1−λ)·[pred = y_π], averaged."""
+def mixup_accuracy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam,
+                   global_size: int | None = None) -> torch.Tensor:
+    """The original's training accuracy ×100: λ·[pred = y] + (1−λ)·[pred = y_π], averaged over the
+    global batch (:func:`utils.losses.batch_mean`)."""
     predicted = logits.detach().argmax(dim=1)
-    return (lam * (predicted == labels_a).float() + (1 - lam) * (predicted == labels_b).float()).mean() * 100
+    return batch_mean(lam * (predicted == labels_a).float() + (1 - lam) * (predicted == labels_b).float(),
+                      global_size) * 100
 
 
-def mixup_forward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, lam: float, permutation: torch.Tensor,
-                  precision, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+class Share:
+    """This rank's share of a step's global batch of ``global_size`` samples (None in a single
+    process, where the share is the whole batch): every rank's size and this rank's slice."""
+
+    def __init__(self, global_size: int) -> None:
+        d = distributed.info()
+        self.global_size = global_size
+        self.sizes = [hi - lo for lo, hi in (distributed.rank_share(global_size, r, d.world_size)
+                                             for r in range(d.world_size))]
+        self.start, self.stop = distributed.rank_share(global_size, d.rank, d.world_size)
+
+    def gather(self, x: torch.Tensor) -> torch.Tensor:
+        """The global batch's rows of ``x`` (this rank's share) from every rank, in batch order."""
+        return distributed.all_gather_cat(x, self.sizes)
+
+
+def share_of(global_size: int) -> Share | None:
+    return Share(global_size) if distributed.info().enabled else None
+
+
+def shared_mixup_draws(alpha: float, keep_max: bool, size: int, device: torch.device, share: Share | None):
+    """λ ~ Beta(α, α) and one permutation π of the whole global batch. Every rank draws (so that
+    its RNG advances as in one process); under torchrun rank 0's draws are broadcast, so that every
+    rank mixes the global batch alike (λ then stays a 0-d tensor on the device: no host sync)."""
+    lam, permutation = draw_lambda(alpha, keep_max), random_permutation(size, device)
+    if share is None:
+        return lam, permutation
+    lam = distributed.broadcast_(torch.tensor(lam, dtype=torch.float64, device=device))
+    return lam, distributed.broadcast_(permutation)
+
+
+def mixup_forward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, lam, permutation: torch.Tensor,
+                  precision, weights: torch.Tensor | None = None, share: Share | None = None
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Forward the mixed batch λx + (1−λ)x_π (under autocast); loss (1/N) Σ w̃ [λ·CE(y) + (1−λ)·CE(y_π)]
-    with w̃ = λw + (1−λ)w_π (all 1 without ``weights``). Stats: the unweighted ``loss`` and ``accuracy``."""
+    with w̃ = λw + (1−λ)w_π (all 1 without ``weights``). Stats: the unweighted ``loss`` and ``accuracy``.
+
+    Under torchrun (``share``) the arguments are this rank's rows and π permutes the global batch:
+    x_π, y_π and w_π come from the rows of every rank (gathered on the device), and this rank
+    forwards its own rows of the mixed global batch."""
+    if share is None:
+        mixed_images = mix(images, lam, permutation)
+        labels_b = labels[permutation]
+        mixed_weights = None if weights is None else mix(weights, lam, permutation)
+        global_size = None
+    else:
+        partner = permutation[share.start:share.stop]
+        mixed_images = lam * images + (1.0 - lam) * share.gather(images)[partner]
+        labels_b = share.gather(labels)[partner]
+        mixed_weights = None if weights is None else lam * weights + (1.0 - lam) * share.gather(weights)[partner]
+        global_size = share.global_size
     with precision.autocast():
-        logits = model(mix(images, lam, permutation))
-    labels_b = labels[permutation]
-    mixed_weights = None if weights is None else mix(weights, lam, permutation)
-    loss = mixup_weighted_ce(logits, labels, labels_b, lam, mixed_weights)
-    stats = {"accuracy": mixup_accuracy(logits, labels, labels_b, lam)}
+        logits = model(mixed_images)
+    distributed.average_bn_statistics_(unwrap(model), mixed_images.shape[0])  # the ranks' BN stay one model
+    loss = mixup_weighted_ce(logits, labels, labels_b, lam, mixed_weights, global_size)
+    means = {"accuracy": mixup_accuracy(logits, labels, labels_b, lam, global_size)}
     if weights is not None:
-        stats["loss"] = mixup_weighted_ce(logits.detach(), labels, labels_b, lam)
-        stats["weighted_loss"] = loss.detach()
-    return loss, stats
+        means["loss"] = mixup_weighted_ce(logits.detach(), labels, labels_b, lam, None, global_size)
+        means["weighted_loss"] = loss.detach()
+    return loss, global_stats({}, means)
 
 
 def dmt_mixup_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor,
-                   split_index: int, gamma1: float, gamma2: float, labeled_weight: float, lam: float,
-                   permutation: torch.Tensor, precision,
-                   weights_model: nn.Module | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                   split_index: int, gamma1: float, gamma2: float, labeled_weight: float, lam,
+                   permutation: torch.Tensor, precision, share: Share | None = None,
+                   weights_model: nn.Module | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """SPEC §3.3 steps 1–3 for a given λ and permutation (``images`` = [pseudo; labelled], hard
-    ``labels``, teacher ``confidences`` with 1 for the labelled samples). ``weights_model`` runs the
-    weights forward (default: the unwrapped ``model``; under ``--compile`` its compiled version)."""
+    ``labels``, teacher ``confidences`` with 1 for the labelled samples; under torchrun this rank's
+    rows of the global batch, ``split_index`` its number of pseudo-labelled rows). ``weights_model``
+    runs the weights forward (default: the unwrapped ``model``; under ``--compile`` its compiled version)."""
     with torch.no_grad():  # train mode, fp32: updates the BN running statistics, as the original
         probs = (weights_model or unwrap(model))(images).float().softmax(dim=1)
-    targets = torch.stack([labels.float(), confidences.float()], dim=1)
-    weights, stats = classification_weights(probs, targets, split_index, gamma1, gamma2, labeled_weight)
-    loss, mix_stats = mixup_forward(model, images, labels, lam, permutation, precision, weights)
+    # every rank's BN update counts (outside DDP, rank 0's alone would survive its next forward)
+    distributed.average_bn_statistics_(unwrap(model), images.shape[0])
+    weights, stats = classification_weights(probs, labels, confidences.float(), split_index, gamma1, gamma2,
+                                            labeled_weight)
+    loss, mix_stats = mixup_forward(model, images, labels, lam, permutation, precision, weights, share)
     return loss, {**stats, **mix_stats}
 
 
@@ -108,46 +168,56 @@ def _images(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return x.to(rt.device, non_blocking=True).contiguous(memory_format=rt.memory_format)
 
 
-def supervised_step(model: nn.Module, args: argparse.Namespace, rt: Runtime) -> Callable:
-    """main_fs: mixup with λ ~ Beta(α, α) (no max step), or plain CE without ``--alpha``."""
-    def step(batch, _step: int):
+def supervised_step(model: nn.Module, args: argparse.Namespace, rt: Runtime,
+                    global_size: Callable[[int], int] | None = None) -> Callable:
+    """main_fs: mixup with λ ~ Beta(α, α) (no max step), or plain CE without ``--alpha``.
+    ``global_size(step)``: the size of step's global batch (needed under torchrun)."""
+    def step(batch, step_number: int):
         images, labels = batch
         images, labels = _images(images, rt), labels.to(rt.device, non_blocking=True)
+        share = share_of(global_size(step_number - 1)) if global_size is not None else None
+        size = images.shape[0] if share is None else share.global_size
         if args.alpha is None:
-            lam, permutation = 1.0, torch.arange(images.shape[0], device=rt.device)
+            lam, permutation = 1.0, torch.arange(size, device=rt.device)
         else:
-            lam, permutation = draw_lambda(args.alpha, keep_max=False), random_permutation(images.shape[0], rt.device)
-        loss, stats = mixup_forward(model, images, labels, lam, permutation, rt.precision)
+            lam, permutation = shared_mixup_draws(args.alpha, False, size, rt.device, share)
+        loss, stats = mixup_forward(model, images, labels, lam, permutation, rt.precision, share=share)
         return loss, stats, images.shape[0]
     return step
 
 
-def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_steps: int) -> Callable:
-    """main_dmt: one [pseudo; labelled] batch, SPEC §3.3 (mixup) or §3.1 (``--alpha -1``)."""
-    plain_loss = DynamicMutualLoss(args.gamma1, args.gamma2)
+def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_steps: int,
+             global_size: Callable[[int], int] | None = None) -> Callable:
+    """main_dmt: one [pseudo; labelled] batch, SPEC §3.3 (mixup) or §3.1 (``--alpha -1``).
+    Under torchrun the batch is this rank's share of it (``global_size(step)``: the global size)."""
     weights_model = torch.compile(unwrap(model)) if getattr(args, "compile", False) else None
 
     def step(batch, step_number: int):
         (p_images, p_probs), (l_images, l_labels) = batch
         split = p_images.shape[0]
-        images = _images(torch.cat([p_images.to(rt.device, non_blocking=True),  # upload, then cat on the device
-                                    l_images.to(rt.device, non_blocking=True)]), rt)
+        # each (pinned) part is copied on its own and concatenated on the device: a host-side cat
+        # would make a pageable tensor, whose copy synchronises
+        images = torch.cat([p_images.to(rt.device, non_blocking=True), l_images.to(rt.device, non_blocking=True)])
+        images = images.contiguous(memory_format=rt.memory_format)
         p_labels, p_confidences = label_and_confidence(p_probs.to(rt.device, non_blocking=True))
         labels = torch.cat([p_labels, l_labels.to(rt.device, non_blocking=True)])
         confidences = torch.cat([p_confidences, torch.ones(l_labels.shape[0], device=rt.device)])
+        share = share_of(global_size(step_number - 1)) if global_size is not None else None
         if args.alpha == -1:
             gammas = (args.gamma1, args.gamma2)
             with rt.precision.autocast():
                 logits = model(images)
-            loss, stats = plain_loss(logits, torch.stack([labels.float(), confidences], dim=1), split_index=split)
-            stats = {**stats, "accuracy": mixup_accuracy(logits, labels, labels, 1.0)}
+            distributed.average_bn_statistics_(unwrap(model), images.shape[0])
+            loss, stats = dmt_loss(logits, labels, confidences, split, args.gamma1, args.gamma2)
+            accuracy = mixup_accuracy(logits, labels, labels, 1.0, None if share is None else share.global_size)
+            stats = {**stats, **global_stats({}, {"accuracy": accuracy})}
         else:
             gammas = tuple(gamma_ramp(g, step_number, total_steps, fix_first_step=not args.ramp_off_by_one)
                            for g in (args.gamma1, args.gamma2))
-            lam = draw_lambda(args.alpha, keep_max=True)
-            permutation = random_permutation(images.shape[0], rt.device)
+            size = images.shape[0] if share is None else share.global_size
+            lam, permutation = shared_mixup_draws(args.alpha, True, size, rt.device, share)
             loss, stats = dmt_mixup_loss(model, images, labels, confidences, split, *gammas, args.labeled_weight,
-                                         lam, permutation, rt.precision, weights_model)
+                                         lam, permutation, rt.precision, share, weights_model)
         stats.update(gamma1=torch.tensor(gammas[0]), gamma2=torch.tensor(gammas[1]))
         return loss, stats, images.shape[0]
     return step
@@ -161,8 +231,24 @@ def _pseudo_set(args: argparse.Namespace, transform) -> CifarDataset:
     return CifarDataset(rows_to_images(arrays.data), arrays.targets, transform)
 
 
-def build_batches(args: argparse.Namespace, rt: Runtime, dmt: bool) -> tuple[Callable, int, dict]:
-    """(``batches(start)`` for the Trainer, iterations per epoch, dataset sizes for the config)."""
+class ShareCollate:
+    """torch's default collate of this rank's items of one part; no item (a global batch split over
+    more processes than it has samples of that part) gives empty tensors: images 0×3×32×32, soft
+    labels 0×10 (pseudo) or labels 0 (int64)."""
+
+    def __init__(self, pseudo: bool) -> None:
+        self.pseudo = pseudo
+
+    def __call__(self, items):
+        if items:
+            return default_collate(items)
+        target = torch.zeros(0, NUM_CLASSES) if self.pseudo else torch.zeros(0, dtype=torch.long)
+        return torch.zeros(0, 3, IMAGE_SIZE, IMAGE_SIZE), target
+
+
+def build_batches(args: argparse.Namespace, rt: Runtime, dmt: bool) -> tuple[Callable, int, dict, Callable]:
+    """(``batches(start)`` for the Trainer, iterations per epoch, dataset sizes for the config,
+    ``global_size(step)``: the size of global batch ``step``). Batch flags are global batches."""
     kwargs = data_loader_kwargs(args.workers, rt.device)
     randaugment = args.ra if not dmt else not args.aa
     augmenter = (batch_augment.BatchRandAugment(rt.device, args.n, args.m)  # --device-augment / CUDA default
@@ -171,21 +257,22 @@ def build_batches(args: argparse.Namespace, rt: Runtime, dmt: bool) -> tuple[Cal
     if not dmt:
         train_set, collate = batch_augment.for_loader(labelled_dataset(args.data_root, args.train_set, transform),
                                                       augmenter)
-        stream = EpochStream(train_set, distributed.per_rank(args.batch_size, "--batch-size"), seed=args.seed,
-                             collate_fn=collate, **kwargs)
+        stream = EpochStream(train_set, args.batch_size, seed=args.seed, collate_fn=collate or ShareCollate(False),
+                             **kwargs)
         return (batch_augment.on_device(stream.iterate, augmenter), len(stream),
-                {"train_images": len(train_set), "device_augment": bool(augmenter)})
+                {"train_images": len(train_set), "device_augment": bool(augmenter)}, stream.batches.size)
     labelled_set, labelled_collate = batch_augment.for_loader(
         labelled_dataset(args.data_root, f"{args.train_set}_labeled", transform), augmenter)
     pseudo_set, pseudo_collate = batch_augment.for_loader(_pseudo_set(args, transform), augmenter)
-    labelled = EpochStream(labelled_set, distributed.per_rank(args.batch_size_labeled, "--batch-size-labeled"),
-                           seed=args.seed, collate_fn=labelled_collate,
+    labelled = EpochStream(labelled_set, args.batch_size_labeled, seed=args.seed,
+                           collate_fn=labelled_collate or ShareCollate(False),
                            **data_loader_kwargs(min(args.workers, 2), rt.device))
-    pseudo = EpochStream(pseudo_set, distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo"),
-                         seed=args.seed + PSEUDO_STREAM_SEED_OFFSET, collate_fn=pseudo_collate, **kwargs)
+    pseudo = EpochStream(pseudo_set, args.batch_size_pseudo, seed=args.seed + PSEUDO_STREAM_SEED_OFFSET,
+                         collate_fn=pseudo_collate or ShareCollate(True), **kwargs)
     sizes = {"labelled_images": len(labelled_set), "pseudo_images": len(pseudo_set),
              "pseudo_file": str(pseudo_path(args)), "device_augment": bool(augmenter)}
-    return batch_augment.on_device(lambda start: paired_batches(pseudo, labelled, start), augmenter), len(pseudo), sizes
+    return (batch_augment.on_device(lambda start: paired_batches(pseudo, labelled, start), augmenter), len(pseudo),
+            sizes, lambda step: pseudo.batches.size(step) + labelled.batches.size(step))
 
 
 def build_model(args: argparse.Namespace, rt: Runtime) -> nn.Module:
@@ -199,7 +286,7 @@ def build_model(args: argparse.Namespace, rt: Runtime) -> nn.Module:
 
 def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
     files = options.run_files(args)
-    batches, steps_per_epoch, sizes = build_batches(args, rt, dmt)
+    batches, steps_per_epoch, sizes, global_size = build_batches(args, rt, dmt)
     total_steps = args.epochs * steps_per_epoch
     val_loader = evaluation_loader(args, rt)
     model = build_model(args, rt)
@@ -207,7 +294,8 @@ def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
                                 fused=True if rt.device.type == "cuda" else None)  # fused: fp16 GradScaler without a per-step sync
     scheduler = cosine_scheduler(optimizer, total_steps)
     ema = ModelEMA(model, args.ema_decay)
-    step_fn = dmt_step(model, args, rt, total_steps) if dmt else supervised_step(model, args, rt)
+    step_fn = (dmt_step(model, args, rt, total_steps, global_size) if dmt
+               else supervised_step(model, args, rt, global_size))
     metric = options.metric_name(args)
     if rt.dist.is_main:
         save_config(files.config, {**vars(args), **sizes, "total_steps": total_steps,

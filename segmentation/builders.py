@@ -72,16 +72,18 @@ def _dataset(args: argparse.Namespace, list_name: str, transforms, city_split: s
     return CityscapesSegmentation(data_root(args), city_split, list_name, transforms, size=test_size(args), **kwargs)
 
 
-def training_set(args: argparse.Namespace, list_name: str, pseudo_dir: str | Path | None = None):
-    """Training items (labelled GT or, with ``pseudo_dir``, pseudo labels) with the training
-    augmentation of SPEC §6.1; City images are first resized to the test size (512×1024).
-    ``--no-aug`` (unused by the scripts) only resizes pseudo-labelled items to the crop size."""
+def training_set(args: argparse.Namespace, list_name: str, pseudo_dir: str | Path | None = None,
+                 load_labels: bool = True):
+    """Training items (labelled GT or, with ``pseudo_dir``, pseudo labels; images only without
+    ``load_labels``) with the training augmentation of SPEC §6.1; City images are first resized to
+    the test size (512×1024). ``--no-aug`` (unused by the scripts) only resizes pseudo-labelled
+    items to the crop size."""
     if pseudo_dir is not None and args.no_aug:
         transforms = v2.Compose([ToFloatImage(), Resize(*crop_size(args)), Normalize(input_norm(args))])
     else:
         resize = test_size(args) if args.dataset == "city" else None
         transforms = train_transforms(args.dataset, crop_size(args), input_norm(args), resize=resize)
-    return _dataset(args, list_name, transforms, pseudo_dir=pseudo_dir)
+    return _dataset(args, list_name, transforms, pseudo_dir=pseudo_dir, load_labels=load_labels)
 
 
 def evaluation_set(args: argparse.Namespace):

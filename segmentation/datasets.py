@@ -1,8 +1,10 @@
 """PASCAL VOC 2012 (trainaug) and Cityscapes segmentation datasets, with checked input (SPEC §5.1).
 
-An item is ``(image, target)``: ``image`` float32 3×H×W after the transforms, ``target`` either the
-int64 H×W ground-truth label map, or — when ``pseudo_dir`` is given — the float32 2×H×W
-(label, confidence) pseudo-label map read from ``<pseudo_dir>/<id>.npy`` (H×W×2 float32, SPEC §2.1).
+An item is ``(image, labels)``: ``image`` float32 3×H×W after the transforms, ``labels`` the int64
+H×W ground-truth label map; when ``pseudo_dir`` is given ``(image, labels, confidences)``, the
+teacher's int64 H×W labels and float32 H×W confidences read from ``<pseudo_dir>/<id>.npy``
+(H×W×2 float32, SPEC §2.1); with ``load_labels=False`` (the online ablation's unlabelled images)
+``(image, None)``: no label file is read.
 With ``labeling=True`` an item is ``(image, label or None, id, (h, w))``, ``(h, w)`` being the
 original image size, so that the labeller can crop its output back (SPEC §2.1).
 
@@ -108,13 +110,6 @@ def read_pseudo(path: Path, expected_hw: tuple[int, int], num_classes: int) -> n
     return arr
 
 
-def gt_to_pseudo_target(labels: torch.Tensor) -> torch.Tensor:
-    """Int labels (H×W or N×H×W) → float (label, 1.0) maps (2×H×W or N×2×H×W), on the same device,
-    so that labelled and pseudo-labelled batches concatenate (SPEC §3.1: confidence 1 for GT)."""
-    labels = labels.to(torch.float32)
-    return torch.stack([labels, torch.ones_like(labels)], dim=-3)
-
-
 class SegmentationDataset(Dataset):
     """Shared loading logic; subclasses provide the paths and the label check."""
 
@@ -132,8 +127,6 @@ class SegmentationDataset(Dataset):
         self.labeling = labeling
         self.load_labels = load_labels and pseudo_dir is None
         self.test_size = (int(test_size[0]), int(test_size[1]))
-        if not labeling and pseudo_dir is None and not load_labels:
-            raise ValueError("training/test items need a target: set load_labels=True or pass pseudo_dir")
 
     # --- provided by subclasses
     def image_path(self, sample_id: str) -> Path:
@@ -189,6 +182,8 @@ class SegmentationDataset(Dataset):
         target = None if target is None else target.as_subclass(torch.Tensor)
         if self.labeling:
             return image, target, sample_id, (h, w)
+        if self.pseudo_dir is not None:  # the (label, confidence) channels went through the transforms together
+            return image, target[0].round().long(), target[1]
         return image, target
 
 

@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     # --- new: runtime
     p.add_argument("--resume-every", type=int, default=500,
                    help="new: iterations between resume checkpoints (also after every validation)")
-    p.add_argument("--sync-bn", action="store_true", help="new: SyncBatchNorm under torchrun on GPUs")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="new: SyncBatchNorm under torchrun (default: on with CUDA, so BN sees the whole global batch "
+                        "as in one process; plain per-process BN on CPU/gloo, where SyncBN cannot run); "
+                        "--no-sync-bn: per-process BN statistics")
     add_runtime_args(p, default_workers=4, default_seed=1)
     return p
 

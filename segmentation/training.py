@@ -5,24 +5,33 @@
 * DMT: step s takes batch s of the pseudo stream (the whole unlabelled list read from
   ``--pseudo-dir``; it defines the epoch, L = epochs × len(pseudo loader)) and batch s of the
   labelled stream (restarted when exhausted), concatenates [pseudo; labelled] and runs one forward;
-  the loss (``--loss``, SPEC §3.1–3.2) gets split_index = the pseudo batch size. ``--loss online``
-  reads no pseudo folder: the unlabelled images get their targets from the model itself.
+  the loss (``--loss``: :func:`utils.losses.dmt_loss` and its variants, SPEC §3.1–3.2) gets the
+  labels, the confidences (1 for the labelled pixels) and the number of pseudo images.
+  ``--loss online`` (:func:`utils.losses.online_loss`) reads no pseudo folder and no label of an
+  unlabelled image: those get their targets from the model itself.
 * SGD (momentum 0.9, ``--weight-decay`` on every parameter, backbone and head groups at the same
   lr), poly schedule per iteration, a fresh optimizer every run (SPEC §7.1, §11.20); weights from
   ``--continue-from`` only.
 * The loop, validation schedule, best snapshot, resume checkpoints and TensorBoard scalars are
   :class:`utils.trainer.Trainer`'s. Validation uses ``--eval-protocol`` (default: whole image).
+* Under torchrun the batch flags stay global: step s's global batch is the one of a single
+  process, and the processes split the concatenated [pseudo; labelled] batch (VOC's 7 + 1 over 4
+  processes: 2 images each, the last one holding the labelled image), each knowing which of its
+  images are pseudo-labelled. The loss divides by the whole global batch's pixel count, so the
+  averaged gradient is one process's on the same batch; BatchNorm is SyncBatchNorm on GPUs
+  (``--no-sync-bn``: per-process statistics), plain per-process BatchNorm on CPU/gloo.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 from typing import Callable
 
 import torch
 from torch import nn
 
 from segmentation import builders, evaluation, run_state
-from segmentation.datasets import collate, gt_to_pseudo_target
+from segmentation.datasets import collate
 from segmentation.models import parameter_groups
 from segmentation.palette import VAL_PICTURES, picture_strips
 from utils import distributed
@@ -30,7 +39,7 @@ from utils.batches import EpochStream, eval_loader, paired_batches
 from utils.checkpoint import unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.errors import UserError
-from utils.losses import IGNORE_INDEX, build_loss
+from utils.losses import dmt_loss, online_loss, supervised_loss
 from utils.run_log import RunLogger, finish_run, save_config
 from utils.schedules import poly_scheduler
 from utils.trainer import Trainer
@@ -58,55 +67,90 @@ def to_device(x: torch.Tensor, device: torch.device, memory_format=None) -> torc
     return x.contiguous(memory_format=memory_format) if memory_format is not None else x
 
 
-def supervised_step(model: nn.Module, loss_fn: nn.Module, rt: Runtime) -> Callable:
+class ShareCollate:
+    """Collates one part of this rank's share of a step's batch (:func:`segmentation.datasets.collate`);
+    a part with no sample on this rank (the global batch split over more processes than it has
+    images of that part) gives empty tensors of the crop's shape: ``kind`` ``"labelled"`` (images,
+    labels), ``"pseudo"`` (images, labels, confidences) or ``"images"`` (images, None: the online
+    ablation's unlabelled images)."""
+
+    def __init__(self, crop: tuple[int, int], kind: str) -> None:
+        self.crop, self.kind = (int(crop[0]), int(crop[1])), kind
+
+    def __call__(self, items):
+        if items:
+            return collate(items)
+        h, w = self.crop
+        images = torch.zeros(0, 3, h, w)
+        if self.kind == "images":
+            return images, None
+        labels = torch.zeros(0, h, w, dtype=torch.long)
+        return (images, labels, torch.zeros(0, h, w)) if self.kind == "pseudo" else (images, labels)
+
+
+def supervised_step(model: nn.Module, loss_fn: Callable, rt: Runtime) -> Callable:
+    """One forward of a labelled batch; ``loss_fn(logits, labels)`` (:func:`utils.losses.supervised_loss`)."""
     def step(batch, _step: int):
         images, labels = batch
         images = to_device(images, rt.device, rt.memory_format)
         with rt.precision.autocast():
             logits = model(images)
+        distributed.average_bn_statistics_(unwrap(model), images.shape[0])  # no-op in one process / SyncBN
         loss, stats = loss_fn(logits, to_device(labels, rt.device))
         return loss, stats, images.shape[0]
     return step
 
 
-def dmt_step(model: nn.Module, loss_fn: nn.Module, rt: Runtime, online: bool) -> Callable:
-    """[pseudo; labelled] in one forward, split_index = the pseudo batch size (SPEC §3.1, §7.1)."""
+def dmt_step(model: nn.Module, loss_fn: Callable, rt: Runtime, online: bool) -> Callable:
+    """[pseudo; labelled] in one forward (SPEC §3.1, §7.1): ``loss_fn(logits, labels, confidences,
+    num_pseudo)`` (:func:`utils.losses.dmt_loss`), the labelled pixels with confidence 1; online
+    (:func:`utils.losses.online_loss`): ``loss_fn(logits, labelled labels, num_pseudo)``, the
+    unlabelled images come without labels."""
     def step(batch, _step: int):
-        (p_images, p_targets), (l_images, l_labels) = batch
-        split = p_images.shape[0]
+        (p_images, *p_targets), (l_images, l_labels) = batch
+        num_pseudo = p_images.shape[0]
         # Each (pinned) half goes to the device on its own; concatenating on the host first would
         # make a pageable copy, and a pageable host→GPU copy synchronises the stream.
         images = torch.cat([to_device(p_images, rt.device), to_device(l_images, rt.device)])
         images = images.contiguous(memory_format=rt.memory_format)
-        labelled = gt_to_pseudo_target(to_device(l_labels, rt.device))
-        if online:  # the model labels these itself (OnlineLoss); no stored label may leak in
-            pseudo = torch.full((split,) + tuple(labelled.shape[1:]), float(IGNORE_INDEX), device=rt.device)
-        else:
-            pseudo = to_device(p_targets, rt.device)
+        l_labels = to_device(l_labels, rt.device)
         with rt.precision.autocast():
             logits = model(images)
-        loss, stats = loss_fn(logits, torch.cat([pseudo, labelled]), split_index=split)
+        distributed.average_bn_statistics_(unwrap(model), images.shape[0])  # no-op in one process / SyncBN
+        if online:
+            loss, stats = loss_fn(logits, l_labels, num_pseudo)
+        else:
+            p_labels, p_confidences = (to_device(t, rt.device) for t in p_targets)
+            labels = torch.cat([p_labels, l_labels])
+            confidences = torch.cat([p_confidences, torch.ones(l_labels.shape, device=rt.device)])
+            loss, stats = loss_fn(logits, labels, confidences, num_pseudo)
         return loss, stats, images.shape[0]
     return step
+
+
+def dmt_loss_fn(args: argparse.Namespace) -> Callable:
+    """``--loss``: :func:`utils.losses.online_loss` or :func:`utils.losses.dmt_loss` with its variant."""
+    if args.loss == "online":
+        return functools.partial(online_loss, threshold=args.online_threshold)
+    return functools.partial(dmt_loss, gamma1=args.gamma1, gamma2=args.gamma2, variant=args.loss)
 
 
 def run_training(args: argparse.Namespace, rt: Runtime) -> None:
     dmt = args.state == 1
     online = dmt and args.loss == "online"
     loader_kwargs = data_loader_kwargs(args.workers, rt.device)
-    labelled_batch = distributed.per_rank(args.batch_size_labeled, "--batch-size-labeled")
-    labelled = EpochStream(builders.training_set(args, builders.labelled_list(args)), labelled_batch,
-                           seed=args.seed, collate_fn=collate, **loader_kwargs)
+    crop = builders.crop_size(args)
+    labelled = EpochStream(builders.training_set(args, builders.labelled_list(args)), args.batch_size_labeled,
+                           seed=args.seed, collate_fn=ShareCollate(crop, "labelled"), **loader_kwargs)
     if dmt:
-        pseudo_batch = distributed.per_rank(args.batch_size_pseudo, "--batch-size-pseudo")
-        if online:
-            pseudo_set = builders.training_set(args, builders.unlabelled_list(args))
+        if online:  # the model labels these itself: no label file is read
+            pseudo_set = builders.training_set(args, builders.unlabelled_list(args), load_labels=False)
         else:
             pseudo_set = builders.training_set(args, builders.unlabelled_list(args),
                                                pseudo_dir=run_state.pseudo_dir(args))
             check_pseudo_files(pseudo_set)
-        pseudo = EpochStream(pseudo_set, pseudo_batch, seed=args.seed + PSEUDO_SEED_OFFSET,
-                             collate_fn=collate, **loader_kwargs)
+        pseudo = EpochStream(pseudo_set, args.batch_size_pseudo, seed=args.seed + PSEUDO_SEED_OFFSET,
+                             collate_fn=ShareCollate(crop, "images" if online else "pseudo"), **loader_kwargs)
         steps_per_epoch = len(pseudo)
         batches = lambda start: paired_batches(pseudo, labelled, start)  # noqa: E731
     else:
@@ -119,17 +163,15 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
     protocol = evaluation.protocol_from_args(args)
 
     model = builders.build_model(args, rt.device, rt.memory_format)
-    model = distributed.wrap_model(model, rt.device, sync_bn=args.sync_bn)
+    model = distributed.wrap_model(model, rt.device, sync_bn=args.sync_bn)  # None: SyncBN on CUDA under torchrun
     if args.compile:
         model = torch.compile(model)
     optimizer = make_optimizer(model, args)
     scheduler = poly_scheduler(optimizer, total_steps)
     if dmt:
-        loss_fn = build_loss(args.loss, args.gamma1, args.gamma2, args.online_threshold)
-        step_fn = dmt_step(model, loss_fn, rt, online)
+        step_fn = dmt_step(model, dmt_loss_fn(args), rt, online)
     else:
-        loss_fn = build_loss("dmt")  # no split: plain CE averaged over the labelled pixels
-        step_fn = supervised_step(model, loss_fn, rt)
+        step_fn = supervised_step(model, supervised_loss, rt)
     num_classes = builders.num_classes(args)
 
     def evaluate() -> dict[str, float]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from utils.batches import EpochStream, SeededSampler, eval_loader, paired_batches
+from utils.batches import EpochStream, GlobalBatches, eval_loader, paired_batches
 from utils.errors import UserError, run_cli
 
 
@@ -30,13 +30,12 @@ def take(it, k):
 
 
 def test_sampler_covers_every_index_once_per_epoch_and_reshuffles():
-    s = SeededSampler(10, seed=3)
-    s.set_epoch(0)
-    e0 = [i for i, _ in s]
-    s.set_epoch(1)
-    e1 = [i for i, _ in s]
+    batches = GlobalBatches(10, 4, seed=3)
+    e0 = [i for b in range(3) for i, _ in batches(b)]
+    e1 = [i for b in range(3, 6) for i, _ in batches(b)]
     assert sorted(e0) == list(range(10)) == sorted(e1)
     assert e0 != e1
+    assert [batches.size(b) for b in range(6)] == [len(batches(b)) for b in range(6)] == [4, 4, 2] * 2
 
 
 def test_stream_epoch_length_without_drop_last():

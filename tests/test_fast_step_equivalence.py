@@ -16,7 +16,6 @@ import torch
 
 from bench.training_steps import (ProjectLoop, ReferenceLoop, StepConfig, loss_for, project_runtime,
                                   synthetic_batch)
-from segmentation.datasets import gt_to_pseudo_target
 from segmentation.models import deeplab_v2
 from utils.amp import Precision
 from utils.cli import add_runtime_args, memory_format_for
@@ -48,8 +47,8 @@ def fast_loop(net, cfg, precision: str) -> ProjectLoop:
 
 
 def pseudo_pixels(cfg, batch) -> int:
-    (_, targets), _ = batch
-    return int((targets[:, 0] != 255).sum())
+    (_, labels, _), _ = batch
+    return int((labels != 255).sum())
 
 
 def gradients(net) -> dict[str, torch.Tensor]:
@@ -85,10 +84,11 @@ def test_project_loop_equals_reference_bitwise_in_nchw_fp32(backbone):
 
 def float64_gradients(base, cfg, batch) -> dict[str, torch.Tensor]:
     """The step's gradients computed in float64 (NCHW): the ground truth both fp32 layouts round."""
-    (p_images, p_targets), (l_images, l_labels) = batch
+    (p_images, p_labels, p_confidences), (l_images, l_labels) = batch
     net = copy.deepcopy(base).double().train()
-    targets = torch.cat([p_targets, gt_to_pseudo_target(l_labels)]).double()
-    loss, _ = loss_for(cfg)(net(torch.cat([p_images, l_images]).double()), targets, split_index=cfg.pseudo)
+    confidences = torch.cat([p_confidences, torch.ones(l_labels.shape)]).double()
+    loss, _ = loss_for(cfg)(net(torch.cat([p_images, l_images]).double()), torch.cat([p_labels, l_labels]),
+                            confidences, cfg.pseudo)
     loss.backward()
     return gradients(net)
 

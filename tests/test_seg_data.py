@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segmentation.datasets import (CityscapesSegmentation, VOCSegmentation, collate, gt_to_pseudo_target)
+from segmentation.datasets import CityscapesSegmentation, VOCSegmentation, collate
 from segmentation.transforms import test_transforms, train_transforms
 from utils.errors import UserError
 
@@ -145,7 +145,7 @@ def test_voc_test_transform_and_labeling_collate(voc):
     assert labels is None and images.shape == (3, 3, 97, 97)
 
 
-def test_voc_train_batch_and_gt_pseudo_concat(voc, tmp_path):
+def test_voc_train_batch_and_pseudo_items(voc, tmp_path):
     root, _ = voc
     tf = train_transforms("voc", crop=(33, 33), norm="imagenet")
     gt = VOCSegmentation(root, "train", tf)
@@ -155,21 +155,15 @@ def test_voc_train_batch_and_gt_pseudo_concat(voc, tmp_path):
     ps = VOCSegmentation(root, "train", tf, pseudo_dir=pseudo_dir)
     random.seed(0)
     gt_images, gt_labels = collate([gt[i] for i in range(3)])
-    ps_images, ps_targets = collate([ps[i] for i in range(3)])
+    ps_images, ps_labels, ps_confidences = collate([ps[i] for i in range(3)])
     assert gt_images.shape == ps_images.shape == (3, 3, 33, 33)
-    assert gt_labels.shape == (3, 33, 33) and gt_labels.dtype == torch.int64
-    assert ps_targets.shape == (3, 2, 33, 33) and ps_targets.dtype == torch.float32
-    targets = torch.cat([ps_targets, gt_to_pseudo_target(gt_labels)])
-    assert targets.shape == (6, 2, 33, 33)
-
-
-def test_gt_to_pseudo_target_by_hand():
-    labels = torch.tensor([[0, 255], [20, 3]])
-    t = gt_to_pseudo_target(labels)
-    assert t.dtype == torch.float32 and t.shape == (2, 2, 2)
-    assert t[0].tolist() == [[0.0, 255.0], [20.0, 3.0]] and t[1].tolist() == [[1.0, 1.0], [1.0, 1.0]]
-    batch = gt_to_pseudo_target(torch.stack([labels, labels]))
-    assert batch.shape == (2, 2, 2, 2) and torch.equal(batch[1], t)
+    assert gt_labels.shape == ps_labels.shape == (3, 33, 33) and gt_labels.dtype == ps_labels.dtype == torch.int64
+    assert ps_confidences.shape == (3, 33, 33) and ps_confidences.dtype == torch.float32
+    # the online ablation's unlabelled images: no label file is read, same augmentation draws
+    nolab = VOCSegmentation(root, "train", tf, load_labels=False)
+    random.seed(0)
+    images, labels = collate([nolab[i] for i in range(3)])
+    assert labels is None and torch.equal(images, gt_images)
 
 
 def test_voc_pseudo_round_trip(voc, tmp_path):
@@ -178,15 +172,17 @@ def test_voc_pseudo_round_trip(voc, tmp_path):
     arrays = {i: write_pseudo(pseudo_dir, i, h, w, seed=k) for k, (i, (h, w)) in enumerate(zip(VOC_IDS, VOC_SIZES))}
     ds = VOCSegmentation(root, "train", pseudo_dir=pseudo_dir)
     for k, sample_id in enumerate(VOC_IDS):
-        _, target = ds[k]
-        assert target.dtype == torch.float32 and target.shape == (2,) + VOC_SIZES[k]
-        np.testing.assert_array_equal(target.numpy(), arrays[sample_id].transpose(2, 0, 1))
+        _, labels, confidences = ds[k]
+        assert labels.dtype == torch.int64 and confidences.dtype == torch.float32
+        assert labels.shape == confidences.shape == VOC_SIZES[k]
+        np.testing.assert_array_equal(labels.numpy(), arrays[sample_id][..., 0])
+        np.testing.assert_array_equal(confidences.numpy(), arrays[sample_id][..., 1])
     # via the project's atomic writer, as the labeller writes them
     from utils.io import save_npy_atomic
     arr = arrays[VOC_IDS[0]].copy()
     arr[..., 1] = 1.0
     save_npy_atomic(pseudo_dir / f"{VOC_IDS[0]}.npy", arr)
-    np.testing.assert_array_equal(ds[0][1].numpy(), arr.transpose(2, 0, 1))
+    np.testing.assert_array_equal(ds[0][2].numpy(), arr[..., 1])
 
 
 # ----------------------------------------------------------------------------- Cityscapes
@@ -209,13 +205,13 @@ def test_city_resize_and_pseudo(city, tmp_path):
     pseudo_dir = tmp_path / "gtFinePseudo"
     arrays = [write_pseudo(pseudo_dir, e, 16, 32, seed=k, classes=19) for k, e in enumerate(CITY_IDS)]
     ps = CityscapesSegmentation(root, "train", "train", pseudo_dir=pseudo_dir, size=(16, 32))
-    np.testing.assert_array_equal(ps[1][1].numpy(), arrays[1].transpose(2, 0, 1))
+    np.testing.assert_array_equal(torch.stack([ps[1][1].float(), ps[1][2]]).numpy(), arrays[1].transpose(2, 0, 1))
     tf = train_transforms("city", crop=(9, 17), norm="coco", resize=(16, 32))
     ps_tf = CityscapesSegmentation(root, "train", "train", tf, pseudo_dir=pseudo_dir, size=(16, 32))
     gt_tf = CityscapesSegmentation(root, "train", "train", tf, size=(16, 32))
     random.seed(1)
-    images, targets = collate([ps_tf[k] for k in range(3)])
-    assert images.shape == (3, 3, 9, 17) and targets.shape == (3, 2, 9, 17)
+    images, ps_labels, confidences = collate([ps_tf[k] for k in range(3)])
+    assert images.shape == (3, 3, 9, 17) and ps_labels.shape == confidences.shape == (3, 9, 17)
     _, labels = collate([gt_tf[k] for k in range(3)])
     assert labels.shape == (3, 9, 17) and int(labels[labels != 255].max()) < 19
     lab_ds = CityscapesSegmentation(root, "train", "train", test_transforms("city", "coco", (16, 32)), labeling=True,

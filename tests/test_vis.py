@@ -25,7 +25,7 @@ from utils.amp import Precision
 from utils.cli import Runtime
 from utils.distributed import DistInfo
 from utils.errors import run_cli
-from utils.losses import DynamicMutualLoss, weight_stats
+from utils.losses import dmt_loss, weight_stats
 from utils.metrics import ConfusionMatrix
 from utils.run_log import RunLogger
 from utils.schedules import poly_scheduler
@@ -64,9 +64,9 @@ def test_loss_histogram_counts_the_pseudo_pixels_only():
     probs = torch.tensor([[0.62, 0.27, 0.11], [0.22, 0.71, 0.07], [0.12, 0.06, 0.82], [0.52, 0.41, 0.07]])
     logits = probs.log()  # softmax(log p) = p
     logits = torch.stack([logits, logits, logits]).permute(0, 2, 1).reshape(3, 3, 2, 2)
-    labels = torch.tensor([[0, 0, 2, 255], [1, 1, 0, 0], [0, 1, 2, 0]], dtype=torch.float32).reshape(3, 2, 2)
+    labels = torch.tensor([[0, 0, 2, 255], [1, 1, 0, 0], [0, 1, 2, 0]]).reshape(3, 2, 2)
     conf = torch.tensor([[0.9, 0.9, 0.9, 0.9], [0.9, 0.9, 0.5, 0.9], [1, 1, 1, 1]]).reshape(3, 2, 2)
-    _, stats = DynamicMutualLoss(1.0, 1.0)(logits, torch.stack([labels, conf], dim=1), split_index=2)
+    _, stats = dmt_loss(logits, labels, conf, 2, 1.0, 1.0)
     # image 0: agree .62 | d=1≠0, q=.71 ≤ .9 -> p_y=.22 | agree .82 | ignored
     # image 1: d=0≠1, q=.62 ≤ .9 -> .27 | agree .71 | d=2≠0, q=.82 > c=.5 -> 0 | agree .52
     # the labelled image 2 (weights 1) is not counted

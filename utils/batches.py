@@ -1,22 +1,25 @@
 """Deterministic, resumable batch streams.
 
 Each sample's augmentation randomness is seeded from ``(run seed, epoch, index)``, not from the
-state of whichever DataLoader worker happens to load it. So the batches of step ``s`` are the same
-whatever the number of workers, whether the run was interrupted and resumed at ``s``, and (under
-torchrun) however the data is sharded. That is what makes an interrupted-and-resumed run equal to an
-uninterrupted one.
+state of whichever DataLoader worker happens to load it, and the batches are global: step ``s``'s
+batch is the same whatever the number of workers, whether the run was interrupted and resumed at
+``s``, and the number of torchrun processes, which split it (:class:`StepSampler`). That is what
+makes an interrupted-and-resumed run, and a multi-process run, equal to an uninterrupted
+single-process one.
 """
 from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from utils.distributed import info as dist_info
+from utils.distributed import rank_share
+from utils.errors import UserError
 
 
 def _mix(*values: int) -> int:
@@ -26,42 +29,6 @@ def _mix(*values: int) -> int:
         x = (x ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 31
     return x & 0x7FFFFFFFFFFFFFFF
-
-
-class SeededSampler(Sampler):
-    """Yields ``(index, sample_seed)`` for one epoch; shuffled per ``(seed, epoch)``; sharded over ranks.
-
-    Like DistributedSampler, the permutation is padded (by repetition) to a multiple of the world
-    size and rank ``r`` takes every ``world``-th entry from ``r``. ``set_epoch(e, start)`` selects the
-    epoch and skips this rank's first ``start`` samples (for resuming mid-epoch).
-    """
-
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
-        self.size, self.seed, self.shuffle = size, seed, shuffle
-        d = dist_info()
-        self.rank, self.world = d.rank, d.world_size
-        self.per_rank = math.ceil(size / self.world)
-        self.epoch, self.start = 0, 0
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        self.epoch, self.start = epoch, start
-
-    def _order(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-            order = torch.randperm(self.size, generator=g).tolist()
-        else:
-            order = list(range(self.size))
-        total = self.per_rank * self.world
-        order += order[: total - len(order)]
-        return order[self.rank:total:self.world]
-
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        for index in self._order()[self.start:]:
-            yield index, _mix(self.seed, self.epoch, index, 1)
-
-    def __len__(self) -> int:
-        return self.per_rank - self.start
 
 
 class SeededDataset(Dataset):
@@ -98,40 +65,147 @@ class SeededDataset(Dataset):
         return [self[key] for key in keys] if fetch is None else fetch(keys)
 
 
-class EpochStream:
-    """Batches of a dataset, epoch after epoch, from any global batch position.
+def epoch_order(size: int, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
+    """The order of ``range(size)`` in ``epoch``: a permutation drawn from ``(seed, epoch)``."""
+    if not shuffle:
+        return list(range(size))
+    return torch.randperm(size, generator=torch.Generator().manual_seed(_mix(seed, epoch))).tolist()
 
-    ``len(stream)`` is the number of batches per epoch (no drop_last, as in the original).
-    ``iterate(start)`` yields batches forever starting at global batch number ``start``
-    (epoch ``start // len``, batch ``start % len`` of it).
+
+class GlobalBatches:
+    """The global batches of one dataset: batch ``b`` is ``[(index, sample_seed), ...]``.
+
+    Epoch ``e`` visits ``epoch_order(size, seed, e)`` in batches of ``batch_size`` (the last one
+    smaller, no drop_last, as in the original); global batch number ``b`` is batch ``b % per_epoch``
+    of epoch ``b // per_epoch``. The batch is the same whatever the number of processes: the
+    processes split it (:func:`utils.distributed.rank_share`), they don't shard the dataset.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True,
-                 collate_fn: Callable | None = None, **loader_kwargs: Any) -> None:
-        self.sampler = SeededSampler(len(dataset), seed, shuffle)  # type: ignore[arg-type]
-        self.batch_size = batch_size
-        self.per_epoch = math.ceil(self.sampler.per_rank / batch_size)
-        # A private generator: creating an iterator draws a worker base seed from it, and drawing
-        # from the global one would make the training RNG depend on the number of epochs/resumes.
-        self.loader = DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=self.sampler,
-                                 drop_last=False, collate_fn=collate_fn,
-                                 generator=torch.Generator().manual_seed(_mix(seed, 2)), **loader_kwargs)
+    def __init__(self, size: int, batch_size: int, seed: int, shuffle: bool = True) -> None:
+        if size < 1:
+            raise UserError("a training list holds no sample; check the split file")
+        self.num_samples, self.batch_size, self.seed, self.shuffle = size, batch_size, seed, shuffle
+        self.per_epoch = math.ceil(size / batch_size)
+        self._cached: tuple[int, list[int]] | None = None
 
     def __len__(self) -> int:
         return self.per_epoch
 
-    def iterate(self, start: int = 0) -> Iterator[Any]:
-        epoch, offset = divmod(start, self.per_epoch)
+    def size(self, number: int) -> int:
+        """The number of samples in global batch ``number`` (no data touched)."""
+        b = number % self.per_epoch
+        return min(self.batch_size, self.num_samples - b * self.batch_size)
+
+    def __call__(self, number: int) -> list[tuple[int, int]]:
+        epoch, b = divmod(number, self.per_epoch)
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, epoch_order(self.num_samples, self.seed, epoch, self.shuffle))
+        order = self._cached[1][b * self.batch_size:(b + 1) * self.batch_size]
+        return [(index, _mix(self.seed, epoch, index, 1)) for index in order]
+
+
+class StepSampler(Sampler):
+    """Batch sampler over training steps: for step ``s = start, start + 1, ...`` the global batch is
+    the concatenation of every part's global batch ``s`` (DMT: [pseudo; labelled]); this rank
+    gets its contiguous share of it, as ``[(part, index, sample_seed), ...]`` (possibly empty when
+    the global batch is smaller than the number of processes)."""
+
+    def __init__(self, parts: Sequence[GlobalBatches], start: int = 0) -> None:
+        self.parts, self.start = list(parts), start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        step = self.start
         while True:
-            self.sampler.set_epoch(epoch, offset * self.batch_size)
-            yield from self.loader
-            epoch, offset = epoch + 1, 0
+            batch = [(k, index, seed) for k, part in enumerate(self.parts) for index, seed in part(step)]
+            lo, hi = rank_share(len(batch))
+            yield batch[lo:hi]
+            step += 1
+
+
+class StepDataset(Dataset):
+    """``ds[(part, index, seed)]`` = ``(part, datasets[part][index])`` under the sample's fixed RNG
+    state (:class:`SeededDataset`)."""
+
+    def __init__(self, datasets: Sequence[Dataset]) -> None:
+        self.datasets = [SeededDataset(d) for d in datasets]
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, key: tuple[int, int, int]) -> tuple[int, Any]:
+        part, index, seed = key
+        return part, self.datasets[part][(index, seed)]
+
+    def __getitems__(self, keys: list[tuple[int, int, int]]) -> list[tuple[int, Any]]:
+        """A DataLoader batch at once, each part's keys through its :meth:`SeededDataset.__getitems__`
+        (the batched fast path of datasets that have one), in the batch's order."""
+        out: list[Any] = [None] * len(keys)
+        positions: dict[int, list[int]] = {}
+        for i, (part, _, _) in enumerate(keys):
+            positions.setdefault(part, []).append(i)
+        for part, where in positions.items():
+            items = self.datasets[part].__getitems__([keys[i][1:] for i in where])
+            for i, item in zip(where, items):
+                out[i] = (part, item)
+        return out
+
+
+class _PartsCollate:
+    """Collates a rank's share part by part: ``(collate_0(items of part 0), collate_1(...), ...)``
+    (a single part: its collated batch). Each part's collate gets a list that may be empty."""
+
+    def __init__(self, collates: Sequence[Callable]) -> None:
+        self.collates = list(collates)
+
+    def __call__(self, items: list[tuple[int, Any]]) -> Any:
+        out = tuple(fn([item for k, item in items if k == part]) for part, fn in enumerate(self.collates))
+        return out[0] if len(out) == 1 else out
+
+
+class EpochStream:
+    """A dataset's training batches, epoch after epoch, from any step (see :class:`GlobalBatches`).
+
+    ``batch_size`` is the **global** batch; under torchrun each rank loads only its share of it.
+    ``len(stream)`` is the number of batches per epoch; ``iterate(start)`` yields this rank's
+    collated share of global batches ``start, start + 1, ...`` forever. ``collate_fn`` receives the
+    (possibly empty) list of this rank's items; None is torch's default collate.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, shuffle: bool = True,
+                 collate_fn: Callable | None = None, **loader_kwargs: Any) -> None:
+        self.dataset = dataset
+        self.batches = GlobalBatches(len(dataset), batch_size, seed, shuffle)  # type: ignore[arg-type]
+        self.batch_size, self.seed = batch_size, seed
+        self.collate_fn = collate_fn if collate_fn is not None else default_collate
+        self.loader_kwargs = loader_kwargs
+
+    def __len__(self) -> int:
+        return self.batches.per_epoch
+
+    def iterate(self, start: int = 0) -> Iterator[Any]:
+        return step_batches([self], start)
+
+
+def step_batches(streams: Sequence[EpochStream], start: int = 0) -> Iterator[Any]:
+    """This rank's share of the concatenated global batches of ``streams``, step after step from
+    ``start``; the first stream's loader settings are used. One DataLoader over all of them, so the
+    workers load exactly this rank's items (no sample is loaded twice)."""
+    first = streams[0]
+    # A private generator: creating an iterator draws a worker base seed from it, and drawing
+    # from the global one would make the training RNG depend on the number of resumes.
+    loader = DataLoader(StepDataset([s.dataset for s in streams]),
+                        batch_sampler=StepSampler([s.batches for s in streams], start),
+                        collate_fn=_PartsCollate([s.collate_fn for s in streams]),
+                        generator=torch.Generator().manual_seed(_mix(first.seed, 2)), **first.loader_kwargs)
+    return iter(loader)
 
 
 def paired_batches(primary: EpochStream, secondary: EpochStream, start: int = 0) -> Iterator[tuple[Any, Any]]:
-    """DMT's batch pairs: step ``s`` takes batch ``s`` of the primary (pseudo) stream, which defines
-    the epoch, and batch ``s`` of the secondary (labelled) stream, which restarts when exhausted."""
-    return zip(primary.iterate(start), secondary.iterate(start))
+    """DMT's batch pairs: step ``s`` takes global batch ``s`` of the primary (pseudo) stream, which
+    defines the epoch, and global batch ``s`` of the secondary (labelled) stream, which restarts
+    when exhausted; the processes split the concatenated [primary; secondary] batch. Yields this
+    rank's ``(primary part, secondary part)``, either of which may hold no sample."""
+    return step_batches([primary, secondary], start)
 
 
 class ShardSampler(Sampler):

@@ -5,8 +5,11 @@
 #   NNODES=2 NODE_RANK=0|1 MASTER_ADDR=host0 MASTER_PORT=29500 NGPUS=8 ./...   # on each of 2 nodes
 #
 # run_py MODULE ARGS... runs `python -m MODULE ARGS...` from the repository root, through
-# `torchrun --standalone --nproc_per_node=$NGPUS` when NGPUS > 1. Every program skips a run whose
-# outputs are already complete, so re-running a killed script continues where it stopped.
+# torchrun (`python -m utils.torchrun --standalone --nproc_per_node=$NGPUS -- MODULE ARGS...`) when
+# NGPUS > 1: the program's arguments go to the program untouched, a failure ends with the failed
+# process's one error line (shown once) and exit status, without torchrun's traceback. Batch flags
+# stay global batches, split over the processes. Every program skips a run whose outputs are
+# already complete, so re-running a killed script continues where it stopped.
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
@@ -19,7 +22,7 @@ run_py() {
     local module="$1"; shift
     if multinode_enabled; then run_py_multinode "$module" "$@"; return; fi   # several nodes: below
     if [ "$NGPUS" -gt 1 ]; then
-        (cd "$REPO_ROOT" && "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node="$NGPUS" -m "$module" "$@")
+        (cd "$REPO_ROOT" && "$PYTHON" -m utils.torchrun --standalone --nproc_per_node="$NGPUS" -- "$module" "$@")
     else
         (cd "$REPO_ROOT" && "$PYTHON" -m "$module" "$@")
     fi

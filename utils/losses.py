@@ -1,15 +1,20 @@
 """DMT's dynamic mutual loss (SPEC §3.1), its ablations (§3.2) and the classification mixup loss (§3.3).
 
-One function, :func:`dynamic_weights`, holds the agree/disagree weighting; every loss here builds on
-it. Shapes: logits ``(N, C)`` (classification) or ``(N, C, H, W)`` (segmentation); targets hard
-labels ``(N,)`` / ``(N, H, W)`` (integer) or label + confidence stacked on dim 1, ``(N, 2)`` /
-``(N, 2, H, W)`` (float, confidence 1 for labelled samples). The batch holds the pseudo-labelled
-samples first, then the labelled ones; ``split_index`` is the number of pseudo-labelled samples.
+:func:`dynamic_weights` is the one statement of the paper's agree/disagree rule; :func:`dmt_loss`
+(variants ``dmt``, ``naive``, ``flip``) and :func:`online_loss` build the segmentation losses on
+it, :func:`supervised_loss` is plain cross-entropy, :func:`classification_weights` gives the
+classification weights. Shapes: logits ``(N, C)`` (classification) or ``(N, C, H, W)``
+(segmentation); ``labels`` int64 ``(N,)`` / ``(N, H, W)``, ``confidences`` float of the same shape
+(1 for labelled samples). A batch holds the ``num_pseudo`` pseudo-labelled samples first, then the
+labelled ones.
 
-Statistics come back as 0-d tensors on the logits' device (no host sync): ``disagree``,
-``current_win``, ``avg_weights`` and ``loss`` (= Σℓ/M, the unweighted loss), as in the original,
-and the weight diagnostics of :func:`weight_stats` (a histogram of the pseudo weights, their mean
-on agreeing / disagreeing pixels, the fraction set to 0).
+Every mean is over the **whole global batch**: under torchrun each rank passes its share and the
+normaliser M is the count over all ranks (:func:`utils.distributed.mean_denominator`), so DDP's
+averaged gradient is one process's. Statistics come back as 0-d tensors on the logits' device (no
+host sync), over the global batch: ``disagree``, ``current_win``, ``avg_weights`` and ``loss``
+(= Σℓ/M, the unweighted loss), as in the original, and the weight diagnostics of
+:func:`weight_stats` (a histogram of the pseudo weights, their mean on agreeing / disagreeing
+pixels, the fraction set to 0).
 """
 from __future__ import annotations
 
@@ -17,16 +22,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from utils import distributed
 
 IGNORE_INDEX = 255
-
-
-def split_targets(targets: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(labels long, confidences float)`` from hard labels (confidence 1) or label+confidence targets."""
-    if targets.is_floating_point():
-        return targets[:, 0].round().long(), targets[:, 1].float()
-    return targets.long(), torch.ones(targets.shape, dtype=torch.float32, device=targets.device)
 
 
 def full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -60,10 +59,10 @@ def dynamic_weights(probs: torch.Tensor, labels: torch.Tensor, confidences: torc
     return weights, {"agree": agree, "current_win": current_win, "p_y": p_y, "decision": decision, "q": q}
 
 
-def labelled_mask(labels: torch.Tensor, split_index: int) -> torch.Tensor:
-    """True on the samples from ``split_index`` on (the labelled part of the batch)."""
+def labelled_mask(labels: torch.Tensor, num_pseudo: int) -> torch.Tensor:
+    """True on the samples from ``num_pseudo`` on (the labelled part of the batch)."""
     mask = torch.zeros(labels.shape[0], dtype=torch.bool, device=labels.device)
-    mask[split_index:] = True
+    mask[num_pseudo:] = True
     return mask.view(-1, *([1] * (labels.dim() - 1))).expand_as(labels)
 
 
@@ -85,129 +84,126 @@ def weight_stats(weights: torch.Tensor, agree: torch.Tensor, pseudo: torch.Tenso
 
     All on the device, without boolean indexing (no device→host sync in the training step).
     """
+    return weight_ratios(weight_sums(weights, agree, pseudo, bins))
+
+
+def weight_sums(weights: torch.Tensor, agree: torch.Tensor, pseudo: torch.Tensor,
+                bins: int = WEIGHT_HIST_BINS) -> dict[str, torch.Tensor]:
+    """The sums behind :func:`weight_stats` (they add up over torchrun ranks)."""
     w = weights.detach().float()
     pseudo_f = pseudo.float()
     agree_f = (agree & pseudo).float()
     disagree_f = (~agree & pseudo).float()
     index = (torch.nan_to_num(w, nan=0.0).clamp(0, 1) * bins).long().clamp_max(bins - 1).reshape(-1)
     hist = torch.zeros(bins, dtype=torch.float32, device=w.device).scatter_add_(0, index, pseudo_f.reshape(-1))
-    return {
-        "weights_hist": hist,
-        "weight_agree": (w * agree_f).sum() / agree_f.sum().clamp_min(1),
-        "weight_disagree": (w * disagree_f).sum() / disagree_f.sum().clamp_min(1),
-        "weight_zero_frac": ((w == 0).float() * pseudo_f).sum() / pseudo_f.sum().clamp_min(1),
-    }
+    return {"weights_hist": hist, "w_agree": (w * agree_f).sum(), "n_agree": agree_f.sum(),
+            "w_disagree": (w * disagree_f).sum(), "n_disagree": disagree_f.sum(),
+            "n_zero": ((w == 0).float() * pseudo_f).sum(), "n_pseudo": pseudo_f.sum()}
 
 
-def _stats(labels, valid, parts, weights, split_index) -> dict[str, torch.Tensor]:
-    """The original's per-step statistics: disagree, current_win, avg_weights (SPEC §3.1), and the
-    weight diagnostics of :func:`weight_stats`."""
-    pseudo = valid & ~labelled_mask(labels, split_index)
+def weight_ratios(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """:func:`weight_sums` (popped from ``sums``) → the ``weight_stats`` entries."""
+    return {"weights_hist": sums.pop("weights_hist"),
+            "weight_agree": sums.pop("w_agree") / sums.pop("n_agree").clamp_min(1),
+            "weight_disagree": sums.pop("w_disagree") / sums.pop("n_disagree").clamp_min(1),
+            "weight_zero_frac": sums.pop("n_zero") / sums.pop("n_pseudo").clamp_min(1)}
+
+
+def global_stats(sums: dict[str, torch.Tensor], means: dict[str, torch.Tensor] | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """Per-step statistics of the whole global batch, in one all_reduce under torchrun (as they are
+    in a single process): ``sums`` are added over the ranks; ``means`` are per-rank values already
+    divided by :func:`utils.distributed.mean_denominator` (global count / world), so their average
+    over the ranks is the global mean."""
+    world = distributed.info().world_size
+    values = {**sums, **{k: (v / world if world > 1 else v) for k, v in (means or {}).items()}}
+    return distributed.sum_over_ranks(values)
+
+
+def _stats(labels, valid, parts, weights, num_pseudo, means=None) -> dict[str, torch.Tensor]:
+    """The original's per-step statistics, computed here for every loss: disagree, current_win,
+    avg_weights (SPEC §3.1), over the whole global batch (summed over the ranks under torchrun),
+    plus the given ``means``."""
+    pseudo = valid & ~labelled_mask(labels, num_pseudo)
     disagree = pseudo & ~parts["agree"]
-    return {
+    totals = global_stats({
         "disagree": disagree.sum().float(),
         "current_win": (disagree & parts["current_win"]).sum().float(),
         # masked mean without boolean indexing: no device→host sync in the training step
-        "avg_weights": (weights.float() * valid).sum() / valid.sum().clamp_min(1),
-        **weight_stats(weights, parts["agree"], pseudo),
-    }
+        "weights_sum": (weights.float() * valid).sum(),
+        "valid": valid.sum(),
+        **weight_sums(weights, parts["agree"], pseudo),
+    }, means)
+    weights_sum, count = totals.pop("weights_sum"), totals.pop("valid")
+    weights = weight_ratios(totals)
+    return {**totals, "avg_weights": weights_sum / count.clamp_min(1), **weights}
 
 
-class DynamicMutualLoss(nn.Module):
-    """SPEC §3.1: loss = Σ w·ℓ / M with M the number of non-ignored pixels/samples of the whole batch.
+def _detached(stats: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in stats.items()}
 
-    Without a split or with γ1 = γ2 = 0, loss = Σℓ/M. Labelled samples (index ≥ ``split_index``)
-    get w = 1. Note the normaliser is the pixel count, not Σw (SPEC §11.16).
+
+def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Plain cross-entropy Σℓ/M, M the global batch's non-ignored pixels (supervised training)."""
+    logits = match_size(logits, labels)
+    ce = F.cross_entropy(full_precision(logits), labels, ignore_index=ignore_index, reduction="none")
+    loss = ce.sum() / distributed.mean_denominator((labels != ignore_index).sum())
+    return loss, _detached(global_stats({}, {"loss": loss}))
+
+
+VARIANTS = ("dmt", "naive", "flip")
+
+
+def dmt_loss(logits: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor, num_pseudo: int,
+             gamma1: float, gamma2: float, variant: str = "dmt", ignore_index: int = IGNORE_INDEX
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SPEC §3.1: loss = Σ w·ℓ / M over the batch [pseudo; labelled], M its non-ignored pixel count
+    (not Σw, SPEC §11.16); w from :func:`dynamic_weights` on the ``num_pseudo`` pseudo samples, 1 on
+    the labelled ones. ``variant`` (SPEC §3.2):
+
+    * ``dmt``: w as the rule says; with γ1 = γ2 = 0 every weight is 1 (self-training, CBST);
+    * ``naive``: w = p_y^γ2 on every pseudo pixel;
+    * ``flip``: where the current model wins (d ≠ y, q > c, y ≠ 255) the target becomes d, with
+      w = (1 − c)^γ2; elsewhere as dmt.
     """
-
-    def __init__(self, gamma1: float = 0.0, gamma2: float = 0.0, ignore_index: int = IGNORE_INDEX) -> None:
-        super().__init__()
-        self.gamma1, self.gamma2, self.ignore_index = float(gamma1), float(gamma2), ignore_index
-
-    def pseudo_weights(self, probs, labels, confidences):
-        return dynamic_weights(probs, labels, confidences, self.gamma1, self.gamma2, self.ignore_index)
-
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, split_index: int | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        labels, confidences = split_targets(targets, self.ignore_index)
-        inputs = match_size(inputs, labels)
-        ce = F.cross_entropy(full_precision(inputs), labels, ignore_index=self.ignore_index, reduction="none")
-        valid = labels != self.ignore_index
-        count = valid.sum().clamp_min(1).float()
-        raw_sum = ce.sum()
-        if split_index is None or (self.gamma1 == 0 and self.gamma2 == 0 and type(self) is DynamicMutualLoss):
-            return raw_sum / count, {"loss": (raw_sum / count).detach()}
-        probs = full_precision(inputs.detach()).softmax(dim=1)
-        weights, parts = self.pseudo_weights(probs, labels, confidences)
-        labelled = labelled_mask(labels, split_index)
-        ce, weights = self.adjust(inputs, labels, confidences, ce, weights, parts, ~labelled)
-        weights = torch.where(labelled, torch.ones_like(weights), weights)
-        loss = (ce * weights).sum() / count
-        stats = {**_stats(labels, valid, parts, weights, split_index), "loss": raw_sum / count}
-        return loss, {k: v.detach() for k, v in stats.items()}
-
-    def adjust(self, inputs, labels, confidences, ce, weights, parts, pseudo):
-        """Hook for ablations that change the per-pixel loss or weights of the pseudo part
-        (``pseudo`` mask); DMT changes nothing."""
-        return ce, weights
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown DMT loss variant {variant!r}")
+    logits = match_size(logits, labels)
+    ce = F.cross_entropy(full_precision(logits), labels, ignore_index=ignore_index, reduction="none")
+    valid = labels != ignore_index
+    count = distributed.mean_denominator(valid.sum())  # M of the whole global batch (/ world under DDP)
+    unweighted = ce.sum() / count
+    if variant == "dmt" and gamma1 == 0 and gamma2 == 0:
+        return unweighted, _detached(global_stats({}, {"loss": unweighted}))
+    probs = full_precision(logits.detach()).softmax(dim=1)
+    weights, parts = dynamic_weights(probs, labels, confidences, gamma1, gamma2, ignore_index)
+    pseudo = ~labelled_mask(labels, num_pseudo)
+    if variant == "naive":
+        weights = parts["p_y"].pow(gamma2)
+    elif variant == "flip":
+        flip = parts["current_win"] & valid & pseudo
+        ce = F.cross_entropy(full_precision(logits), torch.where(flip, parts["decision"], labels),
+                             ignore_index=ignore_index, reduction="none")
+        weights = torch.where(flip, (1 - confidences).clamp_min(0).pow(gamma2), weights)
+    weights = torch.where(pseudo, weights, torch.ones_like(weights))
+    loss = (ce * weights).sum() / count
+    return loss, _detached(_stats(labels, valid, parts, weights, num_pseudo, means={"loss": unweighted}))
 
 
-class NaiveDynamicLoss(DynamicMutualLoss):
-    """SPEC §3.2 naive ablation: w = p_y^γ (γ = 5 in the scripts) on every pseudo pixel."""
-
-    def __init__(self, gamma: float = 5.0, ignore_index: int = IGNORE_INDEX) -> None:
-        super().__init__(gamma, gamma, ignore_index)
-
-    def pseudo_weights(self, probs, labels, confidences):
-        _, parts = dynamic_weights(probs, labels, confidences, self.gamma1, self.gamma2, self.ignore_index)
-        return parts["p_y"].pow(self.gamma1), parts
-
-
-class FlipDynamicLoss(DynamicMutualLoss):
-    """SPEC §3.2 flip ablation: where d ≠ y, q > c and y ≠ 255 the target becomes d with weight
-    (1 − c)^γ2, and the CE is recomputed with the flipped targets; elsewhere as DMT."""
-
-    def adjust(self, inputs, labels, confidences, ce, weights, parts, pseudo):
-        flip = parts["current_win"] & (labels != self.ignore_index) & pseudo
-        flipped = torch.where(flip, parts["decision"], labels)
-        ce = F.cross_entropy(full_precision(inputs), flipped, ignore_index=self.ignore_index, reduction="none")
-        weights = torch.where(flip, (1 - confidences).clamp_min(0).pow(self.gamma2), weights)
-        return ce, weights
-
-
-class OnlineLoss(nn.Module):
-    """SPEC §3.2 online ablation: pseudo samples are trained on the current prediction, ignored where
-    max p ≤ ``threshold``; loss = mean CE over the non-ignored pixels of the combined batch."""
-
-    def __init__(self, threshold: float = 0.9, ignore_index: int = IGNORE_INDEX) -> None:
-        super().__init__()
-        self.threshold, self.ignore_index = threshold, ignore_index
-
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor, split_index: int | None = None):
-        labels, _ = split_targets(targets, self.ignore_index)
-        inputs = match_size(inputs, labels)
-        if split_index:
-            q, decision = full_precision(inputs[:split_index].detach()).softmax(dim=1).max(dim=1)
-            online = decision.masked_fill(q <= self.threshold, self.ignore_index)
-            labels = torch.cat([online, labels[split_index:]])
-        ce = F.cross_entropy(full_precision(inputs), labels, ignore_index=self.ignore_index, reduction="none")
-        count = (labels != self.ignore_index).sum().clamp_min(1).float()
-        loss = ce.sum() / count
-        return loss, {"loss": loss.detach(), "online_kept": (labels[:split_index or 0] != self.ignore_index).sum().float()}
-
-
-def build_loss(name: str, gamma1: float = 0.0, gamma2: float = 0.0, online_threshold: float = 0.9,
-               ignore_index: int = IGNORE_INDEX) -> nn.Module:
-    """``dmt`` | ``naive`` (γ = gamma2, the scripts use 5) | ``flip`` | ``online``."""
-    if name == "dmt":
-        return DynamicMutualLoss(gamma1, gamma2, ignore_index)
-    if name == "naive":
-        return NaiveDynamicLoss(gamma2 or 5.0, ignore_index)
-    if name == "flip":
-        return FlipDynamicLoss(gamma1, gamma2, ignore_index)
-    if name == "online":
-        return OnlineLoss(online_threshold, ignore_index)
-    raise ValueError(f"unknown loss {name!r}")
+def online_loss(logits: torch.Tensor, labelled_labels: torch.Tensor, num_pseudo: int, threshold: float = 0.9,
+                ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SPEC §3.2 online ablation: the ``num_pseudo`` unlabelled samples are trained on the current
+    prediction d, ignored where max p ≤ ``threshold``; the rest on ``labelled_labels`` (labels of
+    the labelled samples only: no label of an unlabelled image is read). Σℓ/M over the batch."""
+    logits = match_size(logits, labelled_labels)
+    q, decision = full_precision(logits[:num_pseudo].detach()).softmax(dim=1).max(dim=1)
+    online = decision.masked_fill(q <= threshold, ignore_index)
+    labels = torch.cat([online, labelled_labels])
+    ce = F.cross_entropy(full_precision(logits), labels, ignore_index=ignore_index, reduction="none")
+    loss = ce.sum() / distributed.mean_denominator((labels != ignore_index).sum())
+    kept = (online != ignore_index).sum().float()
+    return loss, _detached(global_stats({"online_kept": kept}, {"loss": loss}))
 
 
 # ---------------------------------------------------------------------------------- classification
@@ -222,30 +218,42 @@ def gamma_ramp(gamma0: float, step: int, total: int, fix_first_step: bool = True
     return gamma0 * math.exp(-5.0 * (1.0 - t / total) ** 2)
 
 
-def classification_weights(probs: torch.Tensor, targets: torch.Tensor, split_index: int, gamma1: float,
-                           gamma2: float, labeled_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def classification_weights(probs: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor, num_pseudo: int,
+                           gamma1: float, gamma2: float, labeled_weight: float = 1.0
+                           ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """SPEC §3.3 step 1: per-sample DMT weights from the current net's softmax on the un-mixed batch.
 
-    ``targets``: ``(N, 2)`` label + confidence (labelled samples: confidence 1). Labelled samples
-    get ``labeled_weight``. With γ1 = γ2 = 0 (curriculum labelling) every pseudo weight is 1.
+    ``labels`` (N,) hard labels, ``confidences`` (N,) the teacher's (1 for labelled samples).
+    Labelled samples get ``labeled_weight``. With γ1 = γ2 = 0 (curriculum labelling) every pseudo
+    weight is 1.
     """
-    labels, confidences = split_targets(targets)
     weights, parts = dynamic_weights(probs, labels, confidences, gamma1, gamma2)
     if gamma1 == 0 and gamma2 == 0:
         weights = torch.ones_like(weights)
-    weights = torch.where(labelled_mask(labels, split_index), torch.full_like(weights, labeled_weight), weights)
-    return weights, _stats(labels, torch.ones_like(labels, dtype=torch.bool), parts, weights, split_index)
+    weights = torch.where(labelled_mask(labels, num_pseudo), torch.full_like(weights, labeled_weight), weights)
+    return weights, _stats(labels, torch.ones_like(labels, dtype=torch.bool), parts, weights, num_pseudo)
 
 
-def mixup_weighted_ce(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam: float,
-                      weights: torch.Tensor | None = None) -> torch.Tensor:
+def batch_mean(per_sample: torch.Tensor, global_size: int | None = None) -> torch.Tensor:
+    """(1/N) Σ over the whole global batch of N samples, in the units DDP averages in: in a single
+    process (or without ``global_size``) the plain mean; under torchrun this rank's sum divided by
+    N / world, so that the ranks' average is the global mean (and so is the gradient)."""
+    world = distributed.info().world_size
+    if world == 1 or global_size is None:
+        return per_sample.mean()
+    return per_sample.sum() / (max(global_size, 1) / world)
+
+
+def mixup_weighted_ce(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam,
+                      weights: torch.Tensor | None = None, global_size: int | None = None) -> torch.Tensor:
     """SPEC §3.3 step 3: (1/N) Σ w̃_n [λ·CE(f(x̃_n), y_n) + (1−λ)·CE(f(x̃_n), y_π(n))], hard labels.
 
-    ``weights`` None means all 1 (the supervised mixup baseline of ``main_fs``).
+    ``weights`` None means all 1 (the supervised mixup baseline of ``main_fs``). Under torchrun the
+    rows are this rank's share and ``global_size`` is N (:func:`batch_mean`).
     """
     logits = full_precision(logits)
     per_sample = lam * F.cross_entropy(logits, labels_a, reduction="none") \
         + (1 - lam) * F.cross_entropy(logits, labels_b, reduction="none")
     if weights is not None:
         per_sample = per_sample * weights
-    return per_sample.mean()
+    return batch_mean(per_sample, global_size)

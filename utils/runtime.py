@@ -67,3 +67,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu() if hasattr(state["torch"], "cpu") else state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def rank_rng_states() -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective under torchrun; ``[state]`` in a
+    single process). Each rank draws from its own RNGs (seeded ``seed + rank``), so a resume
+    checkpoint carries all of them."""
+    from utils import distributed
+    return distributed.all_gather_object(rng_state())
+
+
+def set_rank_rng_state(saved: Any) -> None:
+    """Restore this rank's RNG state from a resume checkpoint's: the list of :func:`rank_rng_states`
+    (rank r restores entry r; a rank beyond the saved list, after a resume with more processes,
+    keeps its fresh seeding), or one state (a checkpoint of a single process or an older run)."""
+    from utils import distributed
+    if isinstance(saved, dict):
+        set_rng_state(saved)
+        return
+    rank = distributed.info().rank
+    if rank < len(saved):
+        set_rng_state(saved[rank])

@@ -34,7 +34,7 @@ from utils.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from utils.cost import CostMeter
 from utils.errors import UserError
 from utils.run_log import RunLogger
-from utils.runtime import rng_state, set_rng_state
+from utils.runtime import rank_rng_states, set_rank_rng_state
 
 StepFn = Callable[[Any, int], tuple[torch.Tensor, Mapping[str, torch.Tensor], int]]
 EvalFn = Callable[[], Mapping[str, float]]
@@ -51,7 +51,7 @@ class FitResult:
 def progress(iterable=None, **kwargs):
     """tqdm that stays quiet off the main rank and prints sparsely when stderr is not a terminal."""
     from utils.distributed import is_main
-    tty = sys.stderr.isatty()
+    tty = sys.stderr.isatty() or os.environ.get("DMT_TTY") == "1"  # under utils.torchrun stderr is a pipe
     kwargs.setdefault("mininterval", 0.5 if tty else 30.0)
     kwargs.setdefault("dynamic_ncols", True)
     return tqdm(iterable, disable=not is_main() or os.environ.get("DMT_NO_PROGRESS") == "1", **kwargs)
@@ -88,11 +88,14 @@ class Trainer:
                             scheduler=self.scheduler, best_metric=self.best, step=self.step)
 
     def _save_resume(self) -> None:
-        if self.is_main and self.resume_path is not None:
+        if self.resume_path is None:
+            return
+        rng = rank_rng_states()  # a collective: every rank takes part, rank 0 writes
+        if self.is_main:
             extra = {"ema": self.ema.state_dict()} if self.ema is not None else {}
             save_checkpoint(self.resume_path, model=self.model, optimizer=self.optimizer,
                             scheduler=self.scheduler, scaler=self.precision.scaler, step=self.step,
-                            best_metric=self.best, rng=rng_state(), extra=extra)
+                            best_metric=self.best, rng=rng, extra=extra)
 
     def _try_resume(self) -> None:
         if self.resume_path is None or not self.resume_path.is_file():
@@ -114,7 +117,7 @@ class Trainer:
         self.step = int(state["step"])
         self.best = float(state.get("best_metric", -math.inf))
         if state.get("rng") is not None:
-            set_rng_state(state["rng"])
+            set_rank_rng_state(state["rng"])
         if self.is_main:
             print(f"{self.desc}: resuming at iteration {self.step}/{self.total_steps} from {self.resume_path}",
                   file=sys.stderr, flush=True)
