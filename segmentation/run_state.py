@@ -4,10 +4,11 @@ flags alone, without importing torch, so that rerunning a finished step costs a 
 * Training and test runs use :class:`utils.run_files.RunFiles` (``<out-dir>/<exp>.pt``,
   ``.resume.pt``, ``_cfg.json``, ``.done.json``, ``log.txt``, ``tb/<exp>``); a run is finished
   when its done record exists.
-* A labelling pass is complete when ``<pseudo-dir>/labeling.json`` exists and describes the same
+* A labelling pass is complete when ``<pseudo-dir>/labeling.json`` exists, describes the same
   pass (labeller checkpoint — path, size and modification time —, data, split, ratio, sizes,
-  precision). The labeller writes into ``<pseudo-dir>.partial`` and renames it into place only when
-  every file is written, so a folder with the record is never half-written.
+  precision) and lists exactly the folder's ``.npy`` files with their sizes and modification times.
+  The labeller writes into ``<pseudo-dir>.partial`` and renames it into place only when every file
+  is written, so a folder with the record is never half-written.
 """
 from __future__ import annotations
 
@@ -62,9 +63,29 @@ def labeling_key(args: argparse.Namespace) -> dict:
 
 
 def labeling_done(args: argparse.Namespace) -> bool:
-    path = pseudo_dir(args) / LABELING_RECORD
+    """True when ``<pseudo-dir>`` holds a complete pass with these flags: its record describes the
+    same pass and its ``.npy`` files are exactly the ones the record lists, with the recorded sizes
+    and modification times (a missing, extra, truncated or rewritten file makes it incomplete, so
+    the "rerun the labelling step" advice of a bad file leads to a fresh pass)."""
+    folder = pseudo_dir(args)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads((folder / LABELING_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return record.get("key") == labeling_key(args)
+    if not isinstance(record, dict) or record.get("key") != labeling_key(args):
+        return False
+    files = record.get("files")
+    if not isinstance(files, dict) or len(files) != record.get("images"):
+        return False
+    try:
+        with os.scandir(folder) as entries:
+            found = {e.name[:-4]: e for e in entries if e.name.endswith(".npy")}
+        if found.keys() != files.keys():
+            return False
+        for name, entry in found.items():
+            st = entry.stat()
+            if [st.st_size, st.st_mtime_ns] != files[name]:
+                return False
+    except OSError:
+        return False
+    return True

@@ -89,25 +89,37 @@ def sample_pixels(confidence: torch.Tensor, label: torch.Tensor, stride: int = 1
 
 
 class CBCSampler:
-    """Collects CBC samples on the device across batches (and ranks); gives the per-class thresholds."""
+    """Collects CBC samples on the device across batches (and ranks); gives the per-class thresholds.
 
-    def __init__(self, num_classes: int, stride: int = 16) -> None:
+    A torchrun rank whose shard is empty adds nothing and still takes part in the pooling (its
+    empty sample lists on ``device``), so every rank gets the same thresholds.
+    """
+
+    def __init__(self, num_classes: int, stride: int = 16, device: torch.device | str | None = None) -> None:
         self.num_classes, self.stride = num_classes, stride
+        self.device = torch.device(device) if device is not None else None
         self._conf: list[torch.Tensor] = []
         self._label: list[torch.Tensor] = []
+        self._pooled: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def add(self, confidence: torch.Tensor, label: torch.Tensor) -> None:
         """Add one image ``(H, W)`` or a batch of same-size images ``(N, H, W)``."""
         conf, lab = sample_pixels(confidence, label, self.stride)
         self._conf.append(conf.float())
         self._label.append(lab.to(torch.uint8 if self.num_classes <= 256 else torch.long))
+        self._pooled = None
 
     def samples(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All samples of this process, then gathered from every torchrun rank."""
-        if not self._conf:
-            raise ValueError("no samples collected: the unlabelled set is empty")
-        conf, lab = torch.cat(self._conf), torch.cat(self._label).long()
-        return distributed.all_gather_cat(conf), distributed.all_gather_cat(lab)
+        """All samples of this process, then gathered from every torchrun rank (computed once)."""
+        if self._pooled is None:
+            if self._conf:
+                conf, lab = torch.cat(self._conf), torch.cat(self._label).long()
+            else:  # an empty shard (more ranks than images, or a short last shard)
+                device = self.device if self.device is not None else torch.device("cpu")
+                conf = torch.zeros(0, dtype=torch.float32, device=device)
+                lab = torch.zeros(0, dtype=torch.long, device=device)
+            self._pooled = (distributed.all_gather_cat(conf), distributed.all_gather_cat(lab))
+        return self._pooled
 
     def thresholds(self, ratio: float) -> torch.Tensor:
         conf, lab = self.samples()
