@@ -87,3 +87,18 @@ def test_a_rewritten_pickle_is_labelled_again(cifar, labeller, tmp_path, capsys)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # rewritten in place
     rc, out, _ = label(cifar, tmp_path, labeller, pseudo, capsys)
     assert rc == 0 and "already labelled" not in out
+
+
+def test_the_phase_run_logs_its_pseudo_label_quality(cifar, labeller, tmp_path, capsys):
+    from tests.test_cls_programs import log_lines
+    pseudo = tmp_path / "pseudo"
+    assert label(cifar, tmp_path, labeller, pseudo, capsys)[0] == 0
+    rc, _, err = run(main_dmt.main, common(cifar, tmp_path, "--exp-name", "b__p1", "--train-set", SPLIT, "--pseudo-dir",
+                                           str(pseudo), "--batch-size-labeled", "4", "--batch-size-pseudo", "6",
+                                           "--epochs", "1", "--valtiny"), capsys)
+    assert rc == 0, err
+    _, fields = log_lines(tmp_path)["b__p1"]
+    rec = json.loads((pseudo / f"{SPLIT}_pseudo.json").read_text())
+    assert float(fields["pseudo_kept"]) == pytest.approx(rec["kept"] / rec["total"], abs=1e-4)
+    assert float(fields["pseudo_acc"]) == pytest.approx(rec["diagnostics"]["accuracy"], abs=1e-4)
+    assert float(fields["teacher_acc"]) == pytest.approx(rec["diagnostics"]["teacher_accuracy"], abs=1e-4)

@@ -308,3 +308,18 @@ def test_empty_shard_under_torchrun(voc, labeller, tmp_path):
     assert rec["images"] == 1 and rec["diagnostics"]["gt_count"] > 0
     torch_free = np.load(pseudo / f"{one[0]}.npy")
     assert torch_free.shape[-1] == 2
+
+
+def test_the_phase_run_logs_its_pseudo_label_quality(voc, labeller, tmp_path, capsys):
+    from tests.test_seg_main import log_lines
+    pseudo = tmp_path / "pseudo"
+    assert run(label_argv(voc, tmp_path, labeller, pseudo), capsys)[0] == 0
+    rc, _, err = run(common(voc, tmp_path, "--state", "1", "--exp-name", "dmt", "--continue-from", str(labeller),
+                            "--pseudo-dir", str(pseudo), "--epochs", "1", "--gamma1", "5", "--gamma2", "5",
+                            "--val-num-steps", "5"), capsys)
+    assert rc == 0, err
+    _, fields = log_lines(tmp_path)["dmt"]
+    rec = record(pseudo)
+    assert float(fields["pseudo_kept"]) == pytest.approx(rec["kept_fraction"], abs=1e-4)
+    assert float(fields["pseudo_acc"]) == pytest.approx(rec["diagnostics"]["accuracy"], abs=1e-4)
+    assert float(fields["teacher_miou"]) == pytest.approx(rec["diagnostics"]["teacher_miou"], abs=1e-4)
