@@ -354,17 +354,6 @@ def labeling_dataset(args: argparse.Namespace, want_gt: bool, announce: bool):
     return builders.labeling_set(args, ground_truth=True), True
 
 
-def file_manifest(folder: Path) -> dict[str, list[int]]:
-    """``{id: [size, mtime_ns]}`` of the ``.npy`` files of ``folder`` (run_state.labeling_done checks it)."""
-    manifest = {}
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if entry.name.endswith(".npy") and entry.is_file():
-                st = entry.stat()
-                manifest[entry.name[:-4]] = [st.st_size, st.st_mtime_ns]
-    return dict(sorted(manifest.items()))
-
-
 def log_sample_images(logger: RunLogger, dataset, folder: Path, step: int, colours: np.ndarray) -> None:
     """The first :data:`~utils.label_quality.SAMPLE_IMAGES` images: image | pseudo labels | ground truth."""
     from PIL import Image
@@ -429,7 +418,7 @@ def _finish(args: argparse.Namespace, rt: Runtime, dataset, result: PassResult, 
     for c in result.missing:
         append_line(partial / "exceptions.txt",
                     f"{args.exp_name}: class {c} has no sampled pixel (label ratio {args.label_ratio})")
-    files = file_manifest(partial)
+    files = run_state.npy_manifest(partial)
     if sorted(files) != sorted(dataset.ids):
         raise RuntimeError(f"labelling wrote {len(files)} files for {len(dataset.ids)} images")
     diagnostics = None

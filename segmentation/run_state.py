@@ -78,14 +78,20 @@ def labeling_done(args: argparse.Namespace) -> bool:
     if not isinstance(files, dict) or len(files) != record.get("images"):
         return False
     try:
-        with os.scandir(folder) as entries:
-            found = {e.name[:-4]: e for e in entries if e.name.endswith(".npy")}
-        if found.keys() != files.keys():
-            return False
-        for name, entry in found.items():
-            st = entry.stat()
-            if [st.st_size, st.st_mtime_ns] != files[name]:
-                return False
+        return npy_manifest(folder) == files
     except OSError:
         return False
-    return True
+
+
+def npy_manifest(folder: Path) -> dict[str, list[int]]:
+    """``{id: [size, mtime_ns]}`` of every ``<id>.npy`` below ``folder`` (Cityscapes ids hold a
+    ``<city>/`` folder), sorted by id."""
+    manifest = {}
+    for root, _, names in os.walk(folder):
+        rel = os.path.relpath(root, folder)
+        for name in names:
+            if name.endswith(".npy"):
+                st = os.stat(os.path.join(root, name))
+                sample_id = name[:-4] if rel == "." else f"{Path(rel).as_posix()}/{name[:-4]}"
+                manifest[sample_id] = [st.st_size, st.st_mtime_ns]
+    return dict(sorted(manifest.items()))

@@ -323,3 +323,38 @@ def test_the_phase_run_logs_its_pseudo_label_quality(voc, labeller, tmp_path, ca
     assert float(fields["pseudo_kept"]) == pytest.approx(rec["kept_fraction"], abs=1e-4)
     assert float(fields["pseudo_acc"]) == pytest.approx(rec["diagnostics"]["accuracy"], abs=1e-4)
     assert float(fields["teacher_miou"]) == pytest.approx(rec["diagnostics"]["teacher_miou"], abs=1e-4)
+
+
+def test_cityscapes_ids_with_folders_one_pass_diagnostics_and_completeness(tmp_path, capsys):
+    """Cityscapes ids are ``<city>/<name>``: files in city folders, all counted by the record; the
+    labels are at the 32×64 test size, compared with the train-id ground truth resized to it."""
+    from data.synthetic import make_cityscapes
+    from segmentation.cityscapes_lists import list_split
+    from segmentation.models import deeplab_v2
+    from utils.checkpoint import save_checkpoint
+    city = make_cityscapes(tmp_path / "city", num_train=6, num_val=1, size=(32, 64), seed=0)
+    (city / "data_lists").mkdir()
+    train = list_split(city, "train")
+    (city / "data_lists" / "8_unlabeled_0.txt").write_text(id_list_text(train))
+    torch.manual_seed(0)
+    ckpt = tmp_path / "city.pt"
+    save_checkpoint(ckpt, model=deeplab_v2(19, "mobilenet_v3_large", pretrained=None))
+
+    def argv(pseudo: Path, *extra: str) -> list[str]:
+        return ["--dataset", "city", "--data-root", str(city), "--out-dir", str(tmp_path), "--backbone",
+                "mobilenet_v3_large", "--test-size", "32", "64", "--device", "cpu", "--workers", "0", "--train-set",
+                "8", "--sets-id", "0", "--state", "1", "--labeling", "--exp-name", pseudo.name, "--continue-from",
+                str(ckpt), "--label-ratio", "0.5", "--batch-size-labeled", "2", "--pseudo-dir", str(pseudo), *extra]
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run(argv(one), capsys)[0] == 0
+    assert run(argv(two, "--label-cache-gb", "0"), capsys)[0] == 0
+    files = {p.relative_to(one).as_posix(): p.read_bytes() for p in sorted(one.rglob("*.npy"))}
+    assert sorted(files) == sorted(f"{i}.npy" for i in train)
+    assert files == {p.relative_to(two).as_posix(): p.read_bytes() for p in sorted(two.rglob("*.npy"))}
+    rec = record(one)
+    assert rec["diagnostics"]["gt_count"] > 0 and np.load(one / f"{train[0]}.npy").shape == (32, 64, 2)
+    args = parse_args(argv(one))
+    assert run_state.labeling_done(args)
+    (one / f"{train[1]}.npy").unlink()
+    assert not run_state.labeling_done(args)
