@@ -253,22 +253,51 @@ def write_labels(batches: Iterable, thresholds: torch.Tensor, folder: Path, writ
     return kept.double(), torch.tensor(float(total or 0), dtype=torch.float64, device=device)
 
 
-def write_cached_labels(cache: LabelCache, thresholds: torch.Tensor, folder: Path, writer: AsyncNpyWriter,
-                        kept_confusion: ConfusionMatrix | None = None) -> tuple[int, int]:
-    """Threshold each cached image on the host and write it (the same float32 values, hence the same
-    bytes, as :func:`write_labels`: fp16 confidences are exact in float32); returns (kept, total)."""
+def _write_cached(path: Path, arrays: tuple[np.ndarray, ...], thresholds: torch.Tensor,
+                  num_classes: int | None) -> tuple[int, int, torch.Tensor | None]:
+    """One cached image: threshold, write, count (a writer thread's job; torch and numpy release the GIL)."""
+    label = torch.from_numpy(arrays[0]).long()
+    confidence = torch.from_numpy(arrays[1]).float()
+    label = threshold_labels(confidence, label, thresholds)
+    save_npy_atomic(path, torch.stack([label.float(), confidence], dim=-1).numpy())
+    matrix = None
+    if num_classes is not None and len(arrays) == 3:
+        confusion = ConfusionMatrix(num_classes, "cpu")
+        confusion.update(torch.from_numpy(arrays[2]), label)
+        matrix = confusion.matrix
+    return int((label != IGNORE_INDEX).sum()), label.numel(), matrix
+
+
+def write_cached_labels(cache: LabelCache, thresholds: torch.Tensor, folder: Path,
+                        kept_confusion: ConfusionMatrix | None = None, threads: int = 4) -> tuple[int, int]:
+    """Threshold each cached image on the host and write it, on ``threads`` threads (the same float32
+    values, hence the same bytes, as :func:`write_labels`: fp16 confidences are exact in float32);
+    returns (kept, total) and adds the kept labels' confusion to ``kept_confusion``."""
     thresholds = thresholds.float().cpu()
+    num_classes = kept_confusion.num_classes if kept_confusion is not None else None
     kept = total = 0
-    for sample_id in cache.keys():
-        arrays = cache.get(sample_id)
-        label = torch.from_numpy(arrays[0]).long()
-        confidence = torch.from_numpy(arrays[1]).float()
-        label = threshold_labels(confidence, label, thresholds)
-        writer.submit(folder / f"{sample_id}.npy", torch.stack([label.float(), confidence], dim=-1).numpy())
-        kept += int((label != IGNORE_INDEX).sum())
-        total += label.numel()
-        if kept_confusion is not None and len(arrays) == 3:
-            kept_confusion.update(torch.from_numpy(arrays[2]), label)
+    pending: list[Future] = []
+
+    def collect(future: Future) -> None:
+        nonlocal kept, total
+        k, t, matrix = future.result()
+        kept, total = kept + k, total + t
+        if matrix is not None:
+            kept_confusion.matrix += matrix
+
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="label-writer") as pool:
+        try:
+            for sample_id in cache.keys():
+                pending.append(pool.submit(_write_cached, folder / f"{sample_id}.npy", cache.get(sample_id),
+                                           thresholds, num_classes))
+                if len(pending) >= 4 * threads:  # bounded memory, in order
+                    collect(pending.pop(0))
+            while pending:
+                collect(pending.pop(0))
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
     return kept, total
 
 
@@ -304,14 +333,14 @@ def label_pass(model: nn.Module, loader: Iterable, device: torch.device, precisi
                         cache_half=precision.enabled)
         thresholds = sampler.thresholds(ratio)
         missing = sampler.missing_classes()
-        with AsyncNpyWriter() as writer:
-            if cache is not None:
-                kept_cm = ConfusionMatrix(num_classes, "cpu") if diagnostics else None
-                kept, total = write_cached_labels(cache, thresholds, folder, writer, kept_cm)
-                counts = torch.tensor([float(kept), float(total)], dtype=torch.float64, device=device)
-            else:
-                kept_cm = ConfusionMatrix(num_classes, device) if diagnostics else None
-                batches = labelled_batches(model, loader, device, precision, memory_format)
+        if cache is not None:
+            kept_cm = ConfusionMatrix(num_classes, "cpu") if diagnostics else None
+            kept, total = write_cached_labels(cache, thresholds, folder, kept_cm)
+            counts = torch.tensor([float(kept), float(total)], dtype=torch.float64, device=device)
+        else:
+            kept_cm = ConfusionMatrix(num_classes, device) if diagnostics else None
+            batches = labelled_batches(model, loader, device, precision, memory_format)
+            with AsyncNpyWriter() as writer:
                 counts = torch.stack(write_labels(wrap(batches, desc="labelling 2/2"), thresholds, folder, writer,
                                                   kept_cm))
         spilled = cache.spilled if cache is not None else 0
