@@ -358,3 +358,30 @@ def test_cityscapes_ids_with_folders_one_pass_diagnostics_and_completeness(tmp_p
     assert run_state.labeling_done(args)
     (one / f"{train[1]}.npy").unlink()
     assert not run_state.labeling_done(args)
+
+
+def test_label_pass_under_fp16_autocast_stores_fp16_rounded_confidences(labeller, tmp_path):
+    """fp16 autocast on the CPU, whatever utils/amp.py lets the flags pick: the stored confidences
+    are fp16 values, and the one-pass fp16 cache writes the two-pass bytes."""
+    from segmentation.models import deeplab_v2
+    from utils.amp import Precision
+    model = deeplab_v2(NUM_CLASSES, "mobilenet_v3_large", pretrained=None)
+    model.load_state_dict(torch.load(labeller, weights_only=False)["model"])
+    model.eval()
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(2, 3, 41, 41, generator=g), None, [f"b{b}_{i}" for i in range(2)], [(37, 30), (41, 41)])
+               for b in range(2)]
+    precision = Precision("fp16", torch.device("cpu"))
+    folders = {}
+    for name, cache in (("one", 2**30), ("two", 0)):
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        result = labeling.label_pass(model, batches, torch.device("cpu"), precision, torch.contiguous_format,
+                                     NUM_CLASSES, 0.5, 16, folders[name], cache)
+        assert result.passes == (1 if cache else 2) and 0 < result.kept < result.total
+    assert npy_bytes(folders["one"]) == npy_bytes(folders["two"]) and len(npy_bytes(folders["one"])) == 4
+    arr = np.load(folders["one"] / "b0_0.npy")
+    assert arr.shape == (37, 30, 2) and arr.dtype == np.float32
+    conf = arr[..., 1]
+    np.testing.assert_array_equal(conf.astype(np.float16).astype(np.float32), conf)
+    assert len(np.unique(conf)) > 10  # real, varied confidences

@@ -4,8 +4,10 @@
 The benchmark "unlabelled" sets all have ground truth (VOC trainaug, Cityscapes train, CIFAR-10
 train). A labelling pass reads it *only* for this measurement: the thresholds and the written
 files never see it (tests/test_label_quality.py proves the files are byte-identical with
-``--no-gt-diagnostics``). Two confusion matrices (rows = ground truth, columns = label), counted on
-the device with ``bincount`` (:class:`utils.metrics.ConfusionMatrix`):
+``--no-gt-diagnostics``). Two confusion matrices (rows = ground truth, columns = label), counted
+with ``bincount`` (:class:`utils.metrics.ConfusionMatrix`, no per-pixel Python) where the labels
+are: the teacher's on the device during the forward pass; the kept labels' on the device in the
+two-pass labeller, and in the host threads that threshold the cached maps in the one-pass one:
 
 * ``teacher``: the labeller's argmax on every pixel (image) with ground truth, before thresholding;
 * ``kept``: the written pseudo label on every kept (not 255) pixel with ground truth.
