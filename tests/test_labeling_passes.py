@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+import segmentation.label_cache as label_cache
 import segmentation.labeling as labeling
 from segmentation import run_state
 from segmentation.options import parse_args
@@ -80,7 +81,7 @@ def test_one_pass_writes_the_bytes_of_two_passes(voc, labeller, tmp_path, capsys
 def test_cache_keeps_fp16_and_spills_beyond_its_budget(tmp_path):
     label = np.arange(12, dtype=np.uint8).reshape(3, 4)
     conf = (np.arange(12, dtype=np.float16) / 16).reshape(3, 4)
-    cache = labeling.LabelCache(budget=label.nbytes + conf.nbytes, scratch=tmp_path / "scratch.bin")
+    cache = label_cache.LabelCache(budget=label.nbytes + conf.nbytes, scratch=tmp_path / "scratch.bin")
     cache.put("a", (label, conf))
     cache.put("b", (label[:, :3] + 1, conf[:, :3]))  # over budget: to the scratch file
     cache.put("c", (label[:2], conf[:2] * 2))
@@ -97,12 +98,12 @@ def test_cache_keeps_fp16_and_spills_beyond_its_budget(tmp_path):
 
 
 def test_default_budget_is_a_quarter_of_available_memory(monkeypatch):
-    monkeypatch.setattr(labeling, "mem_available_bytes", lambda: 8 * 2**30)
+    monkeypatch.setattr(label_cache, "mem_available_bytes", lambda: 8 * 2**30)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
-    assert labeling.cache_budget_bytes(None) == 2 * 2**30
+    assert label_cache.cache_budget_bytes(None) == 2 * 2**30
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert labeling.cache_budget_bytes(None) == 2**29
-    assert labeling.cache_budget_bytes(0) == 0 and labeling.cache_budget_bytes(1.5) == 3 * 2**29
+    assert label_cache.cache_budget_bytes(None) == 2**29
+    assert label_cache.cache_budget_bytes(0) == 0 and label_cache.cache_budget_bytes(1.5) == 3 * 2**29
 
 
 # ------------------------------------------------------------------------ ground-truth diagnostics
