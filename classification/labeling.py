@@ -8,31 +8,45 @@ max probability is **strictly** above k are kept (r·N − 2 of them without tie
 
 Output: the pickle ``<pseudo-dir>/<train-set>_pseudo`` = {data: uint8 (N', 3072) raw rows,
 labels: float32 (N', 10) softmax}, rows in the unlabelled file's order, and beside it
-``<train-set>_pseudo.json``, a record of what was labelled; a rerun with the same labeller file,
-data, split and ratio finds the record and skips the pass. Under torchrun every rank labels its
-share, the confidences of all ranks are pooled before k is chosen, and rank 0 writes.
+``<train-set>_pseudo.json``, a record of what was labelled (and the pickle's size and modification
+time); a rerun with the same labeller file, data, split and ratio whose pickle is the recorded one
+skips the pass. Under torchrun every rank labels its share, the confidences of all ranks are
+pooled before k is chosen, and rank 0 writes.
+
+Pseudo-label quality (:mod:`utils.label_quality`, docs/method.md §2.2): unless
+``--no-gt-diagnostics``, the true labels the unlabelled file carries (every split file has them;
+without them a one-line note turns this off) are compared, after k is chosen, with the kept images'
+labels — accuracy and per-class precision / recall of the kept images, the teacher's accuracy on all
+of them — into the record's ``"diagnostics"``, TensorBoard (``labeling/...``, stepped by phase) and
+the phase's ``log.txt`` line. The pickle is the same with or without it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from classification.augment import eval_transform
-from classification.cifar import cifar_folder, pseudo_set_name, unlabelled_dataset, write_pseudo
+from classification import options
+from classification.cifar import (SPLITS_HINT, CifarDataset, _check_rows, _load_pickle_dict,
+                                  check_class_labels, cifar_folder, pseudo_set_name, rows_to_images, write_pseudo)
 from classification.evaluation import load_wrn
-from utils import distributed
+from utils import distributed, label_quality
 from utils.batches import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.errors import UserError
 from utils.io import write_text_atomic
-from utils.pseudo_labels import global_confidence_threshold
+from utils.metrics import ConfusionMatrix
+from utils.pseudo_labels import IGNORE_INDEX, global_confidence_threshold
 from utils.run_files import file_identity
+from utils.run_log import RunLogger
 
 
 def pseudo_path(args: argparse.Namespace) -> Path:
@@ -55,13 +69,31 @@ def labeling_key(args: argparse.Namespace) -> dict:
 
 
 def labeling_done(args: argparse.Namespace) -> bool:
+    """The record describes this pass and the pickle is the one it wrote (same size and modification
+    time: a rewritten or truncated pickle is labelled again instead of "already labelled")."""
     path = record_path(args)
     if not (path.is_file() and pseudo_path(args).is_file()):
         return False
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("key") == labeling_key(args)
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+    if not isinstance(record, dict) or record.get("key") != labeling_key(args):
+        return False
+    identity = file_identity(pseudo_path(args))
+    return record.get("pseudo_identity") == [identity["size"], identity["mtime_ns"]]
+
+
+def unlabelled_with_truth(args: argparse.Namespace) -> tuple[CifarDataset, np.ndarray, np.ndarray | None]:
+    """(dataset of (image, index), raw rows, true labels or None) of ``<train-set>_unlabeled``."""
+    path = cifar_folder(args.data_root) / f"{args.train_set}_unlabeled"
+    entry = _load_pickle_dict(path, SPLITS_HINT)
+    if "data" not in entry:
+        raise UserError(f"{path}: missing key 'data' (has {sorted(entry)}); {SPLITS_HINT}")
+    rows = _check_rows(path, entry["data"], SPLITS_HINT)
+    labels = entry.get("labels")
+    truth = None if labels is None else check_class_labels(path, labels, len(rows))
+    return CifarDataset(rows_to_images(rows), None, eval_transform()), rows, truth
 
 
 @torch.no_grad()
@@ -91,26 +123,55 @@ def pooled_in_file_order(indices: torch.Tensor, probs: torch.Tensor, count: int)
 def run_labeling(args: argparse.Namespace, rt: Runtime) -> int:
     """Label ``<train-set>_unlabeled`` and write the pseudo pickle; returns the number of images kept."""
     start = time.perf_counter()
-    dataset, rows = unlabelled_dataset(args.data_root, f"{args.train_set}_unlabeled", eval_transform())
+    dataset, rows, truth = unlabelled_with_truth(args)
     if len(dataset) == 0:
         raise UserError(f"{cifar_folder(args.data_root) / (args.train_set + '_unlabeled')}: no images to label; "
                         "regenerate the splits")
+    if truth is None and not args.no_gt_diagnostics and rt.dist.is_main:
+        print(f"note: {cifar_folder(args.data_root) / (args.train_set + '_unlabeled')} has no labels; "
+              "pseudo-label diagnostics are off (--no-gt-diagnostics silences this)", file=sys.stderr, flush=True)
     model = load_wrn(args.continue_from, rt)
     batch = max(1, args.batch_size_labeled // rt.dist.world_size)
     loader = eval_loader(dataset, batch, **data_loader_kwargs(args.workers, rt.device))
     probs = pooled_in_file_order(*predict(model, loader, rt), len(dataset))
     confidences = probs.max(dim=1).values
     threshold = global_confidence_threshold(confidences, args.label_ratio)
-    keep = (confidences > threshold).cpu().numpy()
+    keep_device = confidences > threshold
+    keep = keep_device.cpu().numpy()
     kept = int(keep.sum())
     if rt.dist.is_main:
+        diagnostics = None
+        if truth is not None and not args.no_gt_diagnostics:  # read after k is chosen, for the record only
+            diagnostics = quality(probs, keep_device, torch.from_numpy(truth).to(probs.device))
         path = pseudo_path(args)
-        write_pseudo(path, rows[keep], probs[torch.from_numpy(keep).to(probs.device)].cpu().numpy())
+        write_pseudo(path, rows[keep], probs[keep_device].cpu().numpy())
+        identity = file_identity(path)
+        tb_name, phase = label_quality.series(args.exp_name, args.continue_from, args.label_phase)
         record = {"key": labeling_key(args), "kept": kept, "total": len(dataset), "threshold": float(threshold),
-                  "pseudo_file": os.fspath(path)}
-        write_text_atomic(record_path(args), json.dumps(record, indent=2) + "\n")
+                  "pseudo_file": os.fspath(path), "pseudo_identity": [identity["size"], identity["mtime_ns"]],
+                  "label_ratio": args.label_ratio, "kept_fraction": kept / len(dataset), "phase": phase,
+                  "gt_diagnostics": diagnostics is not None, "diagnostics": diagnostics}
+        write_text_atomic(record_path(args), json.dumps(label_quality.json_safe(record), indent=2) + "\n")
+        logger = RunLogger(options.run_files(args).tb_dir, tb_name)
+        try:
+            label_quality.log_scalars(logger, record, phase if phase is not None else 0)
+        finally:
+            logger.close()
+        quality_text = "" if diagnostics is None else (
+            f"; kept images {diagnostics['accuracy']:.2f}% right (teacher {diagnostics['teacher_accuracy']:.2f}% "
+            "on all)" if diagnostics["accuracy"] is not None else "")
         print(f"labelled {len(dataset)} images with {args.continue_from} (ratio {args.label_ratio}): "
               f"threshold {float(threshold):.6f}, kept {kept} ({kept / len(dataset):.2%}) -> {path} "
-              f"in {time.perf_counter() - start:.1f}s", flush=True)
+              f"in {time.perf_counter() - start:.1f}s{quality_text}", flush=True)
     distributed.barrier()
     return kept
+
+
+def quality(probs: torch.Tensor, keep: torch.Tensor, truth: torch.Tensor) -> dict:
+    """:func:`utils.label_quality.quality` of the kept images' labels (argmax) against ``truth``."""
+    label = probs.argmax(dim=1)
+    teacher = ConfusionMatrix(probs.shape[1], probs.device)
+    teacher.update(truth, label)
+    kept = ConfusionMatrix(probs.shape[1], probs.device)
+    kept.update(truth, torch.where(keep, label, torch.full_like(label, IGNORE_INDEX)))
+    return label_quality.quality(kept.matrix, teacher.matrix)

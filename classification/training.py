@@ -50,9 +50,9 @@ from classification.augment import train_transform
 from classification.cifar import (IMAGE_SIZE, NUM_CLASSES, CifarDataset, label_and_confidence, labelled_dataset,
                                   read_pseudo, rows_to_images)
 from classification.evaluation import evaluate, evaluation_loader
-from classification.labeling import pseudo_path
+from classification.labeling import pseudo_path, record_path
 from classification.models import wrn_28_2
-from utils import distributed
+from utils import distributed, label_quality
 from utils.batches import EpochStream, paired_batches
 from utils.checkpoint import load_model_weights, save_checkpoint, unwrap
 from utils.cli import Runtime, data_loader_kwargs
@@ -318,7 +318,8 @@ def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
             files.snapshot.unlink(missing_ok=True)
             files.ema.unlink(missing_ok=True)
         finish_run(files.out_dir, files.log_file, args.exp_name, result.best, final=result.final, ema=ema_value,
-                   val=options.val_set_name(args), metric=metric, iters=result.steps, **result.cost)
+                   val=options.val_set_name(args), metric=metric, iters=result.steps, **result.cost,
+                   **(label_quality.log_fields(record_path(args)) if dmt else {}))  # the pass's pseudo-label quality
         trainer.cleanup()
         print(f"{args.exp_name}: best {metric} {result.best:.2f}, final {result.final:.2f}, EMA {ema_value:.2f} "
               f"({result.steps} iterations)", flush=True)

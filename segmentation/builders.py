@@ -92,10 +92,11 @@ def evaluation_set(args: argparse.Namespace):
     return _dataset(args, val_list(args), transforms, city_split="val")
 
 
-def labeling_set(args: argparse.Namespace):
-    """The whole unlabelled list with the test preprocessing, items ``(image, None, id, (h, w))``."""
+def labeling_set(args: argparse.Namespace, ground_truth: bool = False):
+    """The whole unlabelled list with the test preprocessing, items ``(image, None, id, (h, w))``;
+    with ``ground_truth`` ``(image, label, id, (h, w))`` (for the labeller's diagnostics only)."""
     transforms = test_transforms(args.dataset, input_norm(args), test_size(args))
-    return _dataset(args, unlabelled_list(args), transforms, labeling=True, load_labels=False)
+    return _dataset(args, unlabelled_list(args), transforms, labeling=True, load_labels=ground_truth)
 
 
 def build_model(args: argparse.Namespace, device: torch.device,

@@ -67,6 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="new: test/labelling size (default VOC pad to 505 505, city resize to 512 1024)")
     p.add_argument("--label-stride", type=int, default=16, help="new: CBC samples every N-th pixel (SPEC §2.1: 16)")
+    p.add_argument("--label-cache-gb", type=float, default=None,
+                   help="new: host memory (GiB) for the labeller's one-pass cache of (label, confidence); beyond it "
+                        "a scratch file in the .partial folder (default: 25%% of MemAvailable over the node's "
+                        "processes; 0 = no cache, the original's two forward passes)")
+    p.add_argument("--no-gt-diagnostics", action="store_true",
+                   help="new: labelling does not compare its pseudo labels with the unlabelled images' ground "
+                        "truth (default on; off by itself when a label file is missing)")
+    p.add_argument("--label-phase", type=int, default=None,
+                   help="new: phase number of a labelling pass for TensorBoard (default: from the run names "
+                        "<exp>__p<k>--<model>)")
     p.add_argument("--eval-protocol", choices=["whole", "sliding", "msf"], default="whole",
                    help="new: test protocol: whole image (the paper's), sliding window, multi-scale + flip")
     p.add_argument("--eval-crop", type=int, nargs=2, metavar=("H", "W"), default=None,

@@ -4,10 +4,11 @@ flags alone, without importing torch, so that rerunning a finished step costs a 
 * Training and test runs use :class:`utils.run_files.RunFiles` (``<out-dir>/<exp>.pt``,
   ``.resume.pt``, ``_cfg.json``, ``.done.json``, ``log.txt``, ``tb/<exp>``); a run is finished
   when its done record exists.
-* A labelling pass is complete when ``<pseudo-dir>/labeling.json`` exists and describes the same
+* A labelling pass is complete when ``<pseudo-dir>/labeling.json`` exists, describes the same
   pass (labeller checkpoint — path, size and modification time —, data, split, ratio, sizes,
-  precision). The labeller writes into ``<pseudo-dir>.partial`` and renames it into place only when
-  every file is written, so a folder with the record is never half-written.
+  precision) and lists exactly the folder's ``.npy`` files with their sizes and modification times.
+  The labeller writes into ``<pseudo-dir>.partial`` and renames it into place only when every file
+  is written, so a folder with the record is never half-written.
 """
 from __future__ import annotations
 
@@ -62,9 +63,35 @@ def labeling_key(args: argparse.Namespace) -> dict:
 
 
 def labeling_done(args: argparse.Namespace) -> bool:
-    path = pseudo_dir(args) / LABELING_RECORD
+    """True when ``<pseudo-dir>`` holds a complete pass with these flags: its record describes the
+    same pass and its ``.npy`` files are exactly the ones the record lists, with the recorded sizes
+    and modification times (a missing, extra, truncated or rewritten file makes it incomplete, so
+    the "rerun the labelling step" advice of a bad file leads to a fresh pass)."""
+    folder = pseudo_dir(args)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads((folder / LABELING_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return record.get("key") == labeling_key(args)
+    if not isinstance(record, dict) or record.get("key") != labeling_key(args):
+        return False
+    files = record.get("files")
+    if not isinstance(files, dict) or len(files) != record.get("images"):
+        return False
+    try:
+        return npy_manifest(folder) == files
+    except OSError:
+        return False
+
+
+def npy_manifest(folder: Path) -> dict[str, list[int]]:
+    """``{id: [size, mtime_ns]}`` of every ``<id>.npy`` below ``folder`` (Cityscapes ids hold a
+    ``<city>/`` folder), sorted by id."""
+    manifest = {}
+    for root, _, names in os.walk(folder):
+        rel = os.path.relpath(root, folder)
+        for name in names:
+            if name.endswith(".npy"):
+                st = os.stat(os.path.join(root, name))
+                sample_id = name[:-4] if rel == "." else f"{Path(rel).as_posix()}/{name[:-4]}"
+                manifest[sample_id] = [st.st_size, st.st_mtime_ns]
+    return dict(sorted(manifest.items()))

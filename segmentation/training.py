@@ -34,7 +34,7 @@ from segmentation import builders, evaluation, run_state
 from segmentation.datasets import collate
 from segmentation.models import parameter_groups
 from segmentation.palette import VAL_PICTURES, picture_strips
-from utils import distributed
+from utils import distributed, label_quality
 from utils.batches import EpochStream, eval_loader, paired_batches
 from utils.checkpoint import unwrap
 from utils.cli import Runtime, data_loader_kwargs
@@ -202,7 +202,9 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
             files.snapshot.unlink(missing_ok=True)
         finish_run(files.out_dir, files.log_file, args.exp_name, result.best,
                    final=result.final, protocol=protocol.describe(), val=builders.val_list(args),
-                   iters=result.steps, **result.cost)
+                   iters=result.steps, **result.cost,
+                   **(label_quality.log_fields(run_state.pseudo_dir(args) / run_state.LABELING_RECORD)
+                      if dmt and not online else {}))  # the pass's pseudo-label quality
         trainer.cleanup()
         print(f"{args.exp_name}: best val mIoU {result.best:.2f}, final {result.final:.2f} "
               f"({result.steps} iterations)", flush=True)

@@ -47,8 +47,11 @@ def test_json_holds_every_measurement(tiny_run):
             assert ref["tflop_per_it"] == pytest.approx(ours["tflop_per_it"])  # same model, same shapes
             assert entry["speedup"] == pytest.approx(ref["ms_per_it"] / ours["ms_per_it"])
         for key in ("labelling", "evaluation"):
-            assert [r["images"] for r in res[key]["rows"]] == [8, 8]
+            assert [r["images"] for r in res[key]["rows"]] == ([8, 8, 8] if key == "labelling" else [8, 8])
             assert all(r["images_per_s"] > 0 for r in res[key]["rows"])
+        rows = res["labelling"]["rows"]
+        assert [(r["variant"], r["passes"]) for r in rows] == [("reference", 2), ("ours", 1), ("ours", 2)]
+        assert res["labelling"]["one_pass_speedup"] == pytest.approx(rows[1]["images_per_s"] / rows[2]["images_per_s"])
     pipeline = written["input_pipeline"]
     assert pipeline["crop"] == [321, 321] and pipeline["images"] == 3
     for key in ("labelled_per_worker", "pseudo_per_worker", "labelled_decode_per_worker", "pseudo_decode_per_worker"):
@@ -84,7 +87,7 @@ def test_report_tables(tiny_run):
     assert all(line.count("|") == lines[0].count("|") for line in lines)
     assert any("| voc | dmt | 7+1 | 32×32 | ours | bf16 NCHW |" in line for line in lines)
     rates = bench.throughput_table(result["settings"], result["input_pipeline"])
-    assert sum("labelling" in line for line in rates) == 4 and sum("evaluation" in line for line in rates) == 4
+    assert sum("labelling" in line for line in rates) == 6 and sum("evaluation" in line for line in rates) == 4
     assert sum("input pipeline" in line for line in rates) == 4
     projection = bench.projection_table(result["settings"])
     assert sum("| total |" in line for line in projection) == 2
@@ -99,6 +102,8 @@ def test_main_prints_the_markdown_report(capsys):
     assert "| voc | supervised | 8 | 32×32 | reference | fp32 NCHW |" in out
     assert "ours/reference (training step speed): voc supervised " in out
     assert "| voc | labelling (2 passes + CBC + .npy) | 50×50 | 8 | ours | bf16 NCHW |" in out
+    assert "| voc | labelling (1 pass + CBC + .npy) | 50×50 | 8 | ours | bf16 NCHW |" in out
+    assert "labelling, ours one pass / two passes (same run): voc " in out
     assert "| VOC 1/20 DMT (dmt-voc-20-1) | baselines | 2 × 8,978 it |" in out
     assert "input pipeline" not in out and "city" not in out
 

@@ -1,0 +1,167 @@
+"""How good a labelling pass's pseudo labels are, measured against the unlabelled set's ground truth
+(docs/method.md §2.1 segmentation, §2.2 classification), and where the figures go.
+
+The benchmark "unlabelled" sets all have ground truth (VOC trainaug, Cityscapes train, CIFAR-10
+train). A labelling pass reads it *only* for this measurement: the thresholds and the written
+files never see it (tests/test_label_quality.py proves the files are byte-identical with
+``--no-gt-diagnostics``). Two confusion matrices (rows = ground truth, columns = label), counted
+with ``bincount`` (:class:`utils.metrics.ConfusionMatrix`, no per-pixel Python) where the labels
+are: the teacher's on the device during the forward pass; the kept labels' on the device in the
+two-pass labeller, and in the host threads that threshold the cached maps in the one-pass one:
+
+* ``teacher``: the labeller's argmax on every pixel (image) with ground truth, before thresholding;
+* ``kept``: the written pseudo label on every kept (not 255) pixel with ground truth.
+
+From them (percentages, ``None`` where a denominator is 0):
+
+* ``accuracy`` — correct kept / kept (pixels; images for CIFAR);
+* ``precision[c]`` — kept pixels labelled c whose truth is c / kept pixels labelled c;
+* ``recall[c]`` — kept pixels labelled c whose truth is c / *all* pixels whose truth is c (pixels
+  the threshold removed count as missed, so recall grows as the curriculum admits more);
+* ``miou`` — mean IoU of the kept labels (IoU_c = K_cc / (row_c + column_c − K_cc) of ``kept``,
+  averaged over the classes with a non-zero denominator, as the validation mIoU);
+* ``teacher_accuracy`` / ``teacher_miou`` — pixel accuracy / mIoU of the argmax before thresholding.
+
+The figures are stored in the pass's record (``labeling.json`` in the pseudo folder; for CIFAR the
+``<train-set>_pseudo.json`` beside the pseudo file) under ``"diagnostics"``, written to TensorBoard as
+``labeling/...`` scalars stepped by phase (:func:`series`), and copied by the phase's training run
+into its ``log.txt`` line (:func:`log_fields`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+SAMPLE_IMAGES = 4  # unlabelled images shown in TensorBoard after each segmentation labelling pass
+
+# Cityscapes train-id colours (the official cityscapesScripts labels.py), index 255 as VOC's void.
+CITY_COLOURS = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+                (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+                (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32))
+PHASE = re.compile(r"__p(\d+)")
+
+
+def quality(kept, teacher) -> dict[str, Any]:
+    """The figures of the module docstring from the two C×C confusion matrices (torch tensors)."""
+    import torch
+
+    k, t = kept.double().cpu(), teacher.double().cpu()
+    diag = torch.diag(k)
+
+    def ratio(num: torch.Tensor, den: torch.Tensor) -> list[float | None]:
+        return [None if float(d) == 0 else float(n) / float(d) * 100 for n, d in zip(num, den)]
+
+    def miou(m: torch.Tensor) -> float | None:
+        d = torch.diag(m)
+        union = m.sum(0) + m.sum(1) - d
+        present = union > 0
+        return float((d[present] / union[present]).mean()) * 100 if bool(present.any()) else None
+
+    total_kept, total_gt = float(k.sum()), float(t.sum())
+    return {"gt_count": int(total_gt), "kept_gt_count": int(total_kept),
+            "accuracy": float(diag.sum()) / total_kept * 100 if total_kept else None,
+            "precision": ratio(diag, k.sum(0)), "recall": ratio(diag, t.sum(1)), "miou": miou(k),
+            "teacher_accuracy": float(torch.diag(t).sum()) / total_gt * 100 if total_gt else None,
+            "teacher_miou": miou(t)}
+
+
+def series(exp_name: str, continue_from: str | None, phase: int | None) -> tuple[str, int | None]:
+    """(TensorBoard run name, phase) of a labelling pass.
+
+    The phase is ``--label-phase`` if given, else read from the run names of the scripts: the target
+    run after ``-for-`` (segmentation, ``E__p0--b-for-E__p1--a`` → 1), the run name itself
+    (``E__p3…`` → 3), or the labeller's file (``E__p2--ema.pt`` → 3: phase k is labelled by phase k−1's
+    model). Every pass of one experiment and model then logs into one TensorBoard run,
+    ``E__labeling--a`` (``E__labeling`` for CIFAR), as a curve over phases; a pass whose phase is
+    unknown logs into its own run ``exp_name`` at step 0.
+    """
+    target = exp_name.rsplit("-for-", 1)[-1]
+    match = list(PHASE.finditer(target))
+    if match:
+        found = int(match[-1].group(1))
+        base, model = target[: match[-1].start()], target[match[-1].end():]
+    elif continue_from and (m := list(PHASE.finditer(Path(continue_from).stem))):
+        stem = Path(continue_from).stem
+        found = int(m[-1].group(1)) + 1
+        base, model = stem[: m[-1].start()], stem[m[-1].end():]
+        model = "" if model == "--ema" else model
+    else:
+        return exp_name, phase
+    return f"{base}__labeling{model}", phase if phase is not None else found
+
+
+def json_safe(value: Any) -> Any:
+    """NaN → None, recursively (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def log_scalars(logger, record: Mapping[str, Any], step: int) -> None:
+    """``labeling/...`` scalars of a pass's record (kept fraction, ratio, and the diagnostics)."""
+    logger.scalar("labeling/kept_fraction", record["kept_fraction"], step)
+    logger.scalar("labeling/label_ratio", record["label_ratio"], step)
+    diag = record.get("diagnostics")
+    if not diag:
+        return
+    for key in ("accuracy", "miou", "teacher_accuracy", "teacher_miou"):
+        if diag[key] is not None:
+            logger.scalar(f"labeling/{key}", diag[key], step)
+    for key in ("precision", "recall"):
+        for c, value in enumerate(diag[key]):
+            if value is not None:
+                logger.scalar(f"labeling/{key}/{c:02d}", value, step)
+
+
+def log_fields(record_path: str | os.PathLike | None) -> dict[str, Any]:
+    """``log.txt`` fields of the training run that learns from a pass: ``pseudo_kept`` (fraction),
+    ``pseudo_acc``, ``pseudo_miou``, ``teacher_miou``, ``teacher_acc`` (%). Empty without a record."""
+    import json
+
+    if record_path is None or not Path(record_path).is_file():
+        return {}
+    try:
+        record = json.loads(Path(record_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    fields: dict[str, Any] = {}
+    if isinstance(record.get("kept_fraction"), (int, float)):
+        fields["pseudo_kept"] = float(record["kept_fraction"])
+    diag = record.get("diagnostics") or {}
+    for field, key in (("pseudo_acc", "accuracy"), ("pseudo_miou", "miou"), ("teacher_acc", "teacher_accuracy"),
+                       ("teacher_miou", "teacher_miou")):
+        if isinstance(diag.get(key), (int, float)):
+            fields[field] = float(diag[key])
+    return fields
+
+
+def palette(dataset: str) -> np.ndarray:
+    """(256, 3) uint8: the VOC colormap, or the Cityscapes train-id colours; 255 (ignored / void)
+    is VOC's cream (224, 224, 192) in both."""
+    from data.synthetic import voc_palette
+
+    colours = voc_palette().copy()
+    if dataset == "city":
+        colours[: len(CITY_COLOURS)] = np.array(CITY_COLOURS, dtype=np.uint8)
+        colours[len(CITY_COLOURS):255] = 0
+    return colours
+
+
+def sample_strip(rgb: np.ndarray, pseudo: np.ndarray, gt: np.ndarray | None, colours: np.ndarray) -> np.ndarray:
+    """H×(2 or 3)W×3 uint8: the image, its pseudo labels (ignored pixels in the 255 colour) and the
+    ground truth, side by side with 2-pixel white gaps."""
+    h, w = pseudo.shape
+    gap = np.full((h, 2, 3), 255, dtype=np.uint8)
+    parts = [rgb[:h, :w], gap, colours[pseudo.astype(np.uint8)]]
+    if gt is not None:
+        parts += [gap, colours[gt[:h, :w].astype(np.uint8)]]
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
