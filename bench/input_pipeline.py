@@ -1,4 +1,4 @@
-"""CPU input pipeline rate: decode + augment images per second in one DataLoader worker (SPEC §6.1).
+"""CPU input pipeline rate: decode + augment images per second in one DataLoader worker (docs/method.md §6.1).
 
 On a synthetic VOC set (:func:`data.synthetic.make_voc`, 375×500 JPEG images with palette-PNG
 labels) the project's training items are built exactly as its loaders build them
@@ -40,7 +40,7 @@ def synthetic_voc(root: str | Path, images: int) -> tuple[Path, list[str]]:
 
 
 def write_pseudo_files(folder: Path, ids: list[str], seed: int = 0) -> Path:
-    """A float32 H×W×2 (label, confidence) file per id, as the labeller writes (SPEC §2.1)."""
+    """A float32 H×W×2 (label, confidence) file per id, as the labeller writes (docs/method.md §2.1)."""
     rng = np.random.default_rng(seed)
     for sample_id in ids:
         path = folder / f"{sample_id}.npy"

@@ -1,4 +1,4 @@
-"""Wall time of a whole DMT run projected from measured rates and the scripts' counts (SPEC §1.1, §7.3, §8).
+"""Wall time of a whole DMT run projected from measured rates and the scripts' counts (docs/method.md §1.1, §7.3, §8).
 
 A segmentation DMT run = 2 supervised baselines + 10 phase trainings (5 phases × models c and i),
 10 labelling passes over the unlabelled list (one before each phase training) and the validation
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class RunPlan:
-    """The counts of one scripted run (SPEC §7.3)."""
+    """The counts of one scripted run (docs/method.md §7.3)."""
 
     name: str
     baselines: int
@@ -36,7 +36,7 @@ CITY_8 = RunPlan("Cityscapes 1/8 DMT (dmt-city-8-1)", baselines=2, baseline_iter
 
 def validation_passes(total_steps: int, val_every: int, final: bool = True) -> int:
     """Validation passes of one training run: steps s in 1..L with s mod v = v − 1, or s = L − 1
-    (SPEC §8), plus the final evaluation after step L when ``final``."""
+    (docs/method.md §8), plus the final evaluation after step L when ``final``."""
     scheduled = {s for s in range(val_every - 1, total_steps + 1, val_every) if s >= 1}
     if total_steps >= 2:
         scheduled.add(total_steps - 1)

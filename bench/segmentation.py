@@ -1,13 +1,13 @@
 """Benchmark: the original 2020 training step ("reference") against the project's own ("ours"), side by
 side, plus labelling, evaluation and input-pipeline throughput, and the wall time of whole VOC 1/20
-and Cityscapes 1/8 DMT runs projected from the measured rates (SPEC §4.1, §6.1, §7.1, §7.3, §8, §10).
+and Cityscapes 1/8 DMT runs projected from the measured rates (docs/method.md §4.1, §6.1, §7.1, §7.3, §8, §10).
 
     python -m bench.segmentation [--device auto|cpu|cuda] [--backbone resnet101|resnet50|mobilenet_v3_large]
         [--setting voc|city|both] [--size-scale F] [--iters N] [--warmup N] [--compile] [--json OUT]
         [--amp-dtype auto|bf16|fp16|fp32] [--no-channels-last] [--peak-tflops T]
         [--label-images N] [--eval-images N] [--pipeline-images N] [--pipeline-root DIR]
 
-Settings (SPEC §7.3): VOC — supervised batch 8 and DMT batch 7 pseudo + 1 labelled at 321×321,
+Settings (docs/method.md §7.3): VOC — supervised batch 8 and DMT batch 7 pseudo + 1 labelled at 321×321,
 21 classes, γ 5/5; Cityscapes — supervised 8 and DMT 6 pseudo + 2 labelled at 256×512, 19
 classes, γ 3/3. ``--size-scale`` shrinks every crop and test size (for CPU runs); projected times
 are then not those of the real sizes. Weights are random (the speed does not depend on them).
@@ -59,9 +59,9 @@ PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0),
     ("L40S", 362.1), ("L40", 181.0), ("L4", 121.0),
 )
-LABEL_RATIO = 0.2   # the first phase's CBC ratio (SPEC §1.1); the speed does not depend on it
-LABEL_BATCH = 8     # SPEC §7.3: labelling calls use batch 8
-EVAL_BATCH = 8      # SPEC §8: labelled + pseudo batch size
+LABEL_RATIO = 0.2   # the first phase's CBC ratio (docs/method.md §1.1); the speed does not depend on it
+LABEL_BATCH = 8     # docs/method.md §7.3: labelling calls use batch 8
+EVAL_BATCH = 8      # docs/method.md §8: labelled + pseudo batch size
 DEFAULT_PIPELINE_ROOT = "/tmp/dmt_bench_voc"
 
 
@@ -70,7 +70,7 @@ class Setting:
     name: str
     num_classes: int
     test_size: tuple[int, int]      # labelling / evaluation size (VOC padded to, City resized to)
-    original_size: tuple[int, int]  # a typical image; the labeller keeps its top-left crop (SPEC §2.1)
+    original_size: tuple[int, int]  # a typical image; the labeller keeps its top-left crop (docs/method.md §2.1)
     supervised: StepConfig
     dmt: StepConfig
     plan: RunPlan
@@ -81,7 +81,7 @@ def scaled(size: Sequence[int], factor: float) -> tuple[int, int]:
 
 
 def make_setting(name: str, factor: float) -> Setting:
-    """VOC / Cityscapes sizes, batches, γ and logging intervals (⌊steps per epoch / 10⌋, SPEC §9.1)."""
+    """VOC / Cityscapes sizes, batches, γ and logging intervals (⌊steps per epoch / 10⌋, docs/method.md §9.1)."""
     if name == "voc":
         crop, classes = scaled(VOC_CROP_SIZE, factor), VOC_NUM_CLASSES
         return Setting("voc", classes, scaled(VOC_TEST_SIZE, factor), scaled((375, 500), factor),
@@ -207,7 +207,7 @@ def measure_labelling(model: nn.Module, setting: Setting, variant: Variant, devi
 
 def measure_evaluation(model: nn.Module, setting: Setting, variant: Variant, device: torch.device,
                        images: int) -> dict[str, Any]:
-    """:func:`segmentation.evaluation.evaluate` (whole image, SPEC §8) over ``images`` test-size images."""
+    """:func:`segmentation.evaluation.evaluate` (whole image, docs/method.md §8) over ``images`` test-size images."""
     g = torch.Generator().manual_seed(1)
     host = torch.randn(EVAL_BATCH, 3, *setting.test_size, generator=g)
     labels = torch.randint(0, setting.num_classes, (EVAL_BATCH, *setting.test_size), generator=g)
@@ -432,7 +432,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     workers = workers_lines(results, pipeline)
     if workers:
         lines += ["", *workers]
-    lines += ["", "Projected wall time of whole runs (SPEC §7.3 counts × the rates above"
+    lines += ["", "Projected wall time of whole runs (docs/method.md §7.3 counts × the rates above"
               + (f"; size scale {args.size_scale:g}, so not the real sizes" if args.size_scale != 1 else "") + "):",
               "", *projection_table(results)]
     print("\n".join(lines), flush=True)

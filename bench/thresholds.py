@@ -19,7 +19,7 @@ from utils.runtime import resolve_device
 
 
 def numpy_reference(conf: np.ndarray, lab: np.ndarray, num_classes: int, ratio: float) -> np.ndarray:
-    """The original's way: mask each class, sort it, index it (SPEC §2.1 step 5)."""
+    """The original's way: mask each class, sort it, index it (docs/method.md §2.1 step 5)."""
     out = np.full(num_classes, 1e-5, dtype=np.float32)
     for c in range(num_classes):
         p = np.sort(conf[lab == c])

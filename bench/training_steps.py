@@ -1,4 +1,4 @@
-"""The two training steps the speed benchmark compares, on synthetic batches (SPEC §3.1, §7.1).
+"""The two training steps the speed benchmark compares, on synthetic batches (docs/method.md §3.1, §7.1).
 
 * **reference** — the original 2020 loop (DST-CBC ``main.py: train``): NCHW; fp16 autocast +
   GradScaler on CUDA (fp32 on CPU, where fp16 autocast does not exist); no compile; cuDNN autotuning
@@ -44,7 +44,7 @@ from utils.runtime import configure_backends
 from utils.schedules import poly_scheduler
 from utils.trainer import Trainer
 
-LR = 0.001                 # SPEC §7.1 (VOC phases); the value does not change the speed
+LR = 0.001                 # docs/method.md §7.1 (VOC phases); the value does not change the speed
 WEIGHT_DECAY = 5e-4
 SCHEDULE_STEPS = 1_000_000  # the poly schedule never reaches 0 within a benchmark
 NEVER = 10**12             # validation interval that never triggers inside a benchmark
@@ -59,7 +59,7 @@ class StepConfig:
     labelled: int
     pseudo: int = 0
     gamma: tuple[float, float] = (0.0, 0.0)
-    log_every: int = 1      # the project's logging interval ⌊steps per epoch / 10⌋ (SPEC §9.1)
+    log_every: int = 1      # the project's logging interval ⌊steps per epoch / 10⌋ (docs/method.md §9.1)
 
     @property
     def dmt(self) -> bool:
@@ -71,7 +71,7 @@ class StepConfig:
 
 
 def synthetic_batch(cfg: StepConfig, seed: int = 0, ignore_fraction: float = 0.1) -> Any:
-    """A host batch shaped like the loaders' (SPEC §2.1, §3.1): supervised ``(images, labels)``;
+    """A host batch shaped like the loaders' (docs/method.md §2.1, §3.1): supervised ``(images, labels)``;
     DMT ``((pseudo images, pseudo labels, confidences), (labelled images, labels))``. Labels are random
     classes with ``ignore_fraction`` of 255, confidences uniform in [0, 1)."""
     g = torch.Generator().manual_seed(seed)

@@ -1,4 +1,4 @@
-"""CIFAR-10 augmentation (SPEC §6.2): RandomRandAugment, the train/test transforms and the --aa variant.
+"""CIFAR-10 augmentation (docs/method.md §6.2): RandomRandAugment, the train/test transforms and the --aa variant.
 
 Images are PIL RGB images until ``to_normalised_tensor`` (like the original, whose ops were PIL ops);
 every op below goes through ``torchvision.transforms.v2.functional``, whose PIL kernels are the
@@ -27,12 +27,12 @@ TranslateXabs/Yabs        (0, 100)    shift by ±v px (out(x, y) = in(x ± v, y)
 ========================  ==========  ===========================================================
 
 "±" is a random sign: negated when ``random.random() > 0.5``, as in the original. All randomness comes
-from Python's ``random`` (CutoutAbs's centre included, where the original used numpy's RNG, SPEC
+from Python's ``random`` (CutoutAbs's centre included, where the original used numpy's RNG, docs/method.md
 §11.8) and from torch's RNG (crop, flip, AutoAugment, Cutout), so seeding both per sample
 (:class:`utils.batches.SeededDataset`) makes a sample's augmentation deterministic. With the same
 ``random`` state, op choice, m and signs are the original's.
 
-Transforms (SPEC §6.2): :func:`train_transform` = RandomCrop 32 (pad 4, fill 128) → flip 0.5 →
+Transforms (docs/method.md §6.2): :func:`train_transform` = RandomCrop 32 (pad 4, fill 128) → flip 0.5 →
 RandomRandAugment(1, 10) → tensor → Normalize; ``train_transform(autoaugment=True)`` (the ``--aa``
 variant) = crop → flip → torchvision AutoAugment CIFAR10 policy (fill 128) → tensor → Normalize →
 Cutout (1 hole, 16 px, on the normalised tensor); :func:`eval_transform` (test and labelling) = tensor → Normalize.
@@ -195,7 +195,7 @@ def randaugment_op(name: str, image: Image.Image, v: float) -> Image.Image:
 
 
 class RandomRandAugment:
-    """n ops chosen uniformly with replacement, one magnitude m ~ U{1..m_max} per image (SPEC §6.2)."""
+    """n ops chosen uniformly with replacement, one magnitude m ~ U{1..m_max} per image (docs/method.md §6.2)."""
 
     def __init__(self, n: int = DEFAULT_N, m_max: int = DEFAULT_M_MAX) -> None:
         if n < 1 or m_max < 1:

@@ -1,4 +1,4 @@
-"""CIFAR-10 files and the torch Dataset over them (SPEC §2.2, §5.5).
+"""CIFAR-10 files and the torch Dataset over them (docs/method.md §2.2, §5.5).
 
 Three kinds of pickle live in ``<root>/cifar-10-batches-py``, all read with
 ``pickle.load(f, encoding="bytes")`` (keys may be ``bytes``, as in the official batches, or ``str``,
@@ -8,7 +8,7 @@ as in ours; both are accepted):
   ``data`` uint8 (N, 3072) rows (1024 R, 1024 G, 1024 B values, row-major 32x32), ``labels`` ints;
 * our split files (``train_seed1``, ``100_seed1_labeled`` ...): {"data": uint8 (n, 3072),
   "labels": list of int} — :func:`read_labelled` / :func:`write_labelled`;
-* the pseudo-label file ``<train-set>_pseudo`` (SPEC §2.2): {"data": uint8 (N', 3072) raw rows,
+* the pseudo-label file ``<train-set>_pseudo`` (docs/method.md §2.2): {"data": uint8 (N', 3072) raw rows,
   "labels": float32 (N', 10) softmax} — :func:`read_pseudo` / :func:`write_pseudo`.
 
 Every writer is atomic (:func:`utils.io.save_pickle_atomic`); every reader turns a missing file, an
@@ -20,7 +20,7 @@ transforms of :mod:`classification.augment` take PIL images and return float ten
 * an ``int`` class label for labelled data (batches collate to int64);
 * for pseudo data the teacher's float32 softmax vector (shape (10,)), exactly as stored. A DMT loss
   takes ``confidence, label = probs.max(dim=1)`` on the batch (:func:`label_and_confidence`): the
-  hard label is the argmax and the teacher confidence the max (SPEC §2.2, §3.3);
+  hard label is the argmax and the teacher confidence the max (docs/method.md §2.2, §3.3);
 * the sample's index when no targets are given (for the labeller, which keeps the rows it selects).
 """
 from __future__ import annotations
@@ -154,7 +154,7 @@ def write_labelled(path: str | os.PathLike, data: np.ndarray, labels: np.ndarray
 
 
 def read_pseudo(path: str | os.PathLike, num_classes: int = NUM_CLASSES) -> CifarArrays:
-    """The pseudo-label file of SPEC §2.2: rows and float32 (N', num_classes) softmax vectors."""
+    """The pseudo-label file of docs/method.md §2.2: rows and float32 (N', num_classes) softmax vectors."""
     path = Path(path)
     hint = "rerun the labelling step that writes it"
     data, probs = _read_entry(path, hint)
@@ -176,7 +176,7 @@ def rows_to_images(data: np.ndarray) -> np.ndarray:
 
 
 def label_and_confidence(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hard labels int64, confidences) of a batch of soft labels (N, C): argmax and max (SPEC §2.2)."""
+    """(hard labels int64, confidences) of a batch of soft labels (N, C): argmax and max (docs/method.md §2.2)."""
     confidence, label = probs.max(dim=-1)
     return label, confidence
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Curriculum Labelling (CL) on CIFAR-10 with 1,000 labels (100 per class): ss-cl-full-1.sh (SPEC §1.2,
+# Curriculum Labelling (CL) on CIFAR-10 with 1,000 labels (100 per class): ss-cl-full-1.sh (docs/method.md §1.2,
 # §7.2, §7.3) for any seed (its split 100_seed<SEED>).
 #   ./classification/cl-c10-1000.sh [SEED 1-5, default 1]
 # Phase 0: supervised mixup baseline (main_fs). Phases 1-5 (r = 0.2 ... 1.0): label the unlabelled

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Curriculum Labelling (CL) on CIFAR-10 with 4,000 labels (400 per class), the setting of the paper's
-# table (SPEC §10). The original shipped only ss-cl-full-1.sh (1,000 labels, SPEC §11.5); this is
+# table (docs/method.md §10). The original shipped only ss-cl-full-1.sh (1,000 labels, docs/method.md §11.5); this is
 # the same pipeline on the 400_seed<SEED> split.
 #   ./classification/cl-c10-4000.sh [SEED 1-5, default 1]
 # Phase 0: supervised mixup baseline (main_fs). Phases 1-5 (r = 0.2 ... 1.0): label the unlabelled
@@ -8,7 +8,7 @@
 # 6-10). At the end every phase's EMA is tested on the test set (<run>--test lines in log.txt).
 # Every variable below can be overridden from the environment (see classification/dmt_lib.sh).
 LABELS_PER_CLASS=${LABELS_PER_CLASS:-400}
-# The 4,000-label baseline schedule is unknown (SPEC §12); we keep the 1,000-label baseline's
+# The 4,000-label baseline schedule is unknown (docs/method.md §12); we keep the 1,000-label baseline's
 # 4,240 iterations and cosine schedule: 530 epochs x 8 iterations (4,000 / 512).
 BASE_EPOCHS=${BASE_EPOCHS:-530}
 BASE_BATCH=${BASE_BATCH:-512}

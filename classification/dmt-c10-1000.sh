@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# DMT on CIFAR-10 with 1,000 labels (100 per class): ss-dmt-full-1.sh (SPEC §1.2, §7.2, §7.3) for any
+# DMT on CIFAR-10 with 1,000 labels (100 per class): ss-dmt-full-1.sh (docs/method.md §1.2, §7.2, §7.3) for any
 # seed (its split 100_seed<SEED>). The original started from a 4,000-label CL baseline by mistake
-# (cl_c10-400-1__p0--ema.pt, SPEC §11.5); here phase 0 is the 1,000-label one
+# (cl_c10-400-1__p0--ema.pt, docs/method.md §11.5); here phase 0 is the 1,000-label one
 # (BASELINE_FROM=cl-c10-4000 restores the original's choice).
 #   ./classification/dmt-c10-1000.sh [SEED 1-5, default 1]
 # Phase 0: the phase-0 model of cl-c10-1000.sh SEED when that run has finished (as the original),

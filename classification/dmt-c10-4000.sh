@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# DMT on CIFAR-10 with 4,000 labels (400 per class), the setting of the paper's table (SPEC §10).
+# DMT on CIFAR-10 with 4,000 labels (400 per class), the setting of the paper's table (docs/method.md §10).
 # The original shipped only ss-dmt-full-1.sh (1,000 labels, whose phase 0 was a 4,000-label CL
-# baseline, SPEC §11.5); this is the same pipeline on the 400_seed<SEED> split.
+# baseline, docs/method.md §11.5); this is the same pipeline on the 400_seed<SEED> split.
 #   ./classification/dmt-c10-4000.sh [SEED 1-5, default 1]
 # Phase 0: the phase-0 model of cl-c10-4000.sh SEED when that run has finished (as the original),
 # else the supervised mixup baseline trained here. Phases 1-5 (r = 0.2 ... 1.0): label with the
@@ -10,7 +10,7 @@
 # Every variable below can be overridden from the environment (see classification/dmt_lib.sh).
 LABELS_PER_CLASS=${LABELS_PER_CLASS:-400}
 # Phase 0 (only when no finished CL phase 0 exists): as cl-c10-4000.sh, 530 epochs x 8 iterations
-# = 4,240 iterations (the 4,000-label baseline schedule is unknown, SPEC §12).
+# = 4,240 iterations (the 4,000-label baseline schedule is unknown, docs/method.md §12).
 BASE_EPOCHS=${BASE_EPOCHS:-530}
 BASE_BATCH=${BASE_BATCH:-512}
 BASE_LR=${BASE_LR:-0.2}

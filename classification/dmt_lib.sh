@@ -10,12 +10,12 @@
 #   AMP          1: --mixed-precision (fp16 autocast + GradScaler, the original's numerics; add
 #                EXTRA_ARGS="--amp-dtype bf16" for bf16), 0: fp32. Default: 1 on CUDA, 0 on CPU
 #   RATIOS       the phases' label ratios (default "0.2 0.4 0.6 0.8 1.0")
-#   PHASE_SEEDS  the phases' seeds (default "6 7 8 9 10": hard-coded in the original, SPEC §11.22)
+#   PHASE_SEEDS  the phases' seeds (default "6 7 8 9 10": hard-coded in the original, docs/method.md §11.22)
 #   CL_OUT       (dmt scripts) output folder of the CL run whose phase-0 model is reused
 #                (default runs/<cl experiment>-<seed>)
 #   EXTRA_ARGS   appended to every python call
 # EMA_DECAY: the original's "EMA" (decay 0.999) applied shadow <- 0.001*shadow + 0.999*weights
-# (SPEC §11.3), i.e. almost the last iterate, and that model labels the next phase and gives the
+# (docs/method.md §11.3), i.e. almost the last iterate, and that model labels the next phase and gives the
 # reported test accuracy. Our EMA is the correct formula, so the scripts' EMA_DECAY=0.001
 # reproduces the original; EMA_DECAY=0.999 gives a real moving average (changes the numbers).
 # Rerunning a killed script continues: finished runs are skipped, an interrupted run resumes.
@@ -49,7 +49,7 @@ amp_default() {
 cls_setup() {
     SEED="$1"
     case "$SEED" in
-        '' | *[!0-9]*) echo "error: seed '$SEED': pass a positive integer (1-5: the splits of SPEC §5.5)" >&2; exit 2 ;;
+        '' | *[!0-9]*) echo "error: seed '$SEED': pass a positive integer (1-5: the splits of docs/method.md §5.5)" >&2; exit 2 ;;
     esac
     EXPERIMENT="$(basename "$0" .sh)"
     EXP="$EXPERIMENT-$SEED"
@@ -74,7 +74,7 @@ run_name() { printf '%s__p%s\n' "$EXP" "$1"; }   # run_name PHASE
 fs_main() { run_py classification.main_fs "${COMMON_ARGS[@]}" "$@" $EXTRA_ARGS; }
 dmt_main() { run_py classification.main_dmt "${COMMON_ARGS[@]}" "$@" $EXTRA_ARGS; }
 
-# ensure_splits: the split files of SPEC §5.5 (all sizes and seeds) if this script's are missing.
+# ensure_splits: the split files of docs/method.md §5.5 (all sizes and seeds) if this script's are missing.
 ensure_splits() {
     if [ ! -f "$DATA_ROOT/cifar-10-batches-py/${SPLIT}_labeled" ]; then
         echo "== $SPLIT split not found in $DATA_ROOT: making the CIFAR-10 splits"
@@ -91,7 +91,7 @@ baseline() {
 }
 
 # adopt_baseline CL_EXPERIMENT: phase 0 of a DMT script is the CL script's phase-0 model when that
-# run has finished (as the original's ss-dmt-full-1.sh, SPEC §1.2); its EMA is copied to this
+# run has finished (as the original's ss-dmt-full-1.sh, docs/method.md §1.2); its EMA is copied to this
 # experiment's phase-0 name (and $OUT/<p0 run>.adopted names the source). Otherwise, or when phase 0
 # was already trained here, phase 0 is trained (or skipped as finished) here.
 adopt_baseline() {
@@ -111,13 +111,13 @@ adopt_baseline() {
 }
 
 # label PREV_RUN RATIO: the curriculum labelling of ${SPLIT}_unlabeled with PREV_RUN's EMA into
-# $OUT/pseudo/${SPLIT}_pseudo (test transform, fp32, batch LABEL_BATCH; SPEC §2.2).
+# $OUT/pseudo/${SPLIT}_pseudo (test transform, fp32, batch LABEL_BATCH; docs/method.md §2.2).
 label() {
     dmt_main --labeling --train-set "$SPLIT" --label-ratio "$2" --continue-from "$OUT/$1--ema.pt" \
         --pseudo-dir "$OUT/pseudo" --batch-size-labeled "$LABEL_BATCH"
 }
 
-# phase_train NAME SEED: a freshly initialised network on [pseudo; labelled] batches (SPEC §3.3).
+# phase_train NAME SEED: a freshly initialised network on [pseudo; labelled] batches (docs/method.md §3.3).
 # Uses PHASE_EPOCHS PHASE_LR PHASE_VAL PHASE_ALPHA BATCH_LABELED BATCH_PSEUDO GAMMA1 GAMMA2
 # LABELED_WEIGHT WEIGHT_DECAY EMA_DECAY.
 phase_train() {
@@ -129,7 +129,7 @@ phase_train() {
 }
 
 # curriculum_phases: phase k = 1, 2, ... with ratio r_k from RATIOS and seed s_k from PHASE_SEEDS:
-# label with p{k-1}'s EMA, train p{k} from scratch (SPEC §1.2). A finished phase is not relabelled.
+# label with p{k-1}'s EMA, train p{k} from scratch (docs/method.md §1.2). A finished phase is not relabelled.
 curriculum_phases() {
     local ratios=($RATIOS) seeds=($PHASE_SEEDS) k prev next
     if [ "${#seeds[@]}" -lt "${#ratios[@]}" ]; then
@@ -146,7 +146,7 @@ curriculum_phases() {
     done
 }
 
-# test_phases: every phase's EMA (p0 ... p<last>) on the test set, as <run>--test (SPEC §7.3).
+# test_phases: every phase's EMA (p0 ... p<last>) on the test set, as <run>--test (docs/method.md §7.3).
 test_phases() {
     local ratios=($RATIOS) k
     for ((k = 0; k <= ${#ratios[@]}; k++)); do

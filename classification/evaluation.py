@@ -1,4 +1,4 @@
-"""Top-1 and fine-grained accuracy of a WRN-28-2 (SPEC §8 "CIFAR"), and ``main_fs --state 2``.
+"""Top-1 and fine-grained accuracy of a WRN-28-2 (docs/method.md §8 "CIFAR"), and ``main_fs --state 2``.
 
 Fine-grained accuracy = Σ max-probability over the correctly classified images / count × 100. The
 model runs in eval mode, under autocast with ``--mixed-precision``; under torchrun each rank

@@ -1,4 +1,4 @@
-"""CIFAR-10 train/valtiny and labelled/unlabelled splits (SPEC §5.5).
+"""CIFAR-10 train/valtiny and labelled/unlabelled splits (docs/method.md §5.5).
 
     python -m classification.generate_splits --root DIR   # DIR holds cifar-10-batches-py/
 
@@ -14,7 +14,7 @@ Writes into ``DIR/cifar-10-batches-py`` (each file atomically, pickles {"data": 
    class). Smaller labelled sets are prefixes, per class, of larger ones.
 3. ``test_batch`` is copied byte for byte to ``test``.
 
-Deviation (SPEC §11.9): the original shuffles step 1 with numpy's unseeded global RNG, so no split
+Deviation (docs/method.md §11.9): the original shuffles step 1 with numpy's unseeded global RNG, so no split
 was reproducible. Here step 1 draws from ``np.random.RandomState(--valtiny-seed)`` (default 0) —
 the same stream as ``np.random.seed(0)`` + ``np.random.shuffle``; ``--valtiny-seed -1`` restores the
 original's unseeded behaviour. The "seed1" in the step-1 file names is the original's fixed name.
@@ -79,7 +79,7 @@ def check_class_counts(arrays: CifarArrays, minimum: int, what: str, source: Pat
 
 def split_train_valtiny(trainval: CifarArrays, val_size: int, rng: np.random.RandomState,
                         num_classes: int = NUM_CLASSES) -> tuple[CifarArrays, CifarArrays]:
-    """(train, valtiny): per class, shuffle, the last ``val_size`` rows to valtiny (SPEC §5.5 step 1)."""
+    """(train, valtiny): per class, shuffle, the last ``val_size`` rows to valtiny (docs/method.md §5.5 step 1)."""
     blocks = _class_blocks(trainval, rng, num_classes)
     return (_grouped([b[:len(b) - val_size] for b in blocks]),
             _grouped([b[len(b) - val_size:] for b in blocks]))
@@ -87,7 +87,7 @@ def split_train_valtiny(trainval: CifarArrays, val_size: int, rng: np.random.Ran
 
 def split_labelled(train: CifarArrays, sizes: Sequence[int], seed: int,
                    num_classes: int = NUM_CLASSES) -> dict[int, tuple[CifarArrays, CifarArrays]]:
-    """{size: (labelled, unlabelled)} after ``np.random.seed(seed)`` (SPEC §5.5 step 2), without
+    """{size: (labelled, unlabelled)} after ``np.random.seed(seed)`` (docs/method.md §5.5 step 2), without
     touching numpy's global RNG: ``RandomState(seed)`` draws the same stream."""
     blocks = _class_blocks(train, np.random.RandomState(seed), num_classes)
     return {k: (_grouped([b[:k] for b in blocks]), _grouped([b[k:] for b in blocks])) for k in sizes}

@@ -1,10 +1,10 @@
-"""Global-curriculum pseudo-labelling of CIFAR-10 (SPEC §2.2): ``main_dmt --labeling``.
+"""Global-curriculum pseudo-labelling of CIFAR-10 (docs/method.md §2.2): ``main_dmt --labeling``.
 
 The labeller (``--continue-from``) runs in eval mode over ``<train-set>_unlabeled`` with the test
 transform, batch ``--batch-size-labeled`` (64 by default), in fp32 unless ``--mixed-precision``.
 With the N max-probabilities sorted ascending as P, the threshold is k = 0 for r ≥ 1, else
 k = P[int(−r·N + 1)] (:func:`utils.pseudo_labels.global_confidence_threshold`), and the images whose
-max probability is **strictly** above k are kept (r·N − 2 of them without ties, SPEC §11.11).
+max probability is **strictly** above k are kept (r·N − 2 of them without ties, docs/method.md §11.11).
 
 Output: the pickle ``<pseudo-dir>/<train-set>_pseudo`` = {data: uint8 (N', 3072) raw rows,
 labels: float32 (N', 10) softmax}, rows in the unlabelled file's order, and beside it
@@ -127,6 +127,7 @@ def run_labeling(args: argparse.Namespace, rt: Runtime) -> int:
     if len(dataset) == 0:
         raise UserError(f"{cifar_folder(args.data_root) / (args.train_set + '_unlabeled')}: no images to label; "
                         "regenerate the splits")
+    options.check_label_ratio(args.label_ratio, len(dataset), cifar_folder(args.data_root) / (args.train_set + "_unlabeled"))
     if truth is None and not args.no_gt_diagnostics and rt.dist.is_main:
         print(f"note: {cifar_folder(args.data_root) / (args.train_set + '_unlabeled')} has no labels; "
               "pseudo-label diagnostics are off (--no-gt-diagnostics silences this)", file=sys.stderr, flush=True)

@@ -1,4 +1,4 @@
-"""DMT and curriculum labelling on CIFAR-10: labelling and phase training (SPEC §1.2, §2.2, §3.3, §9.2).
+"""DMT and curriculum labelling on CIFAR-10: labelling and phase training (docs/method.md §1.2, §2.2, §3.3, §9.2).
 
     python -m classification.main_dmt --labeling --train-set 400_seed1 --label-ratio 0.2 --continue-from P0--ema.pt
     python -m classification.main_dmt --train-set 400_seed1 --gamma1 4 --gamma2 4 --lr 0.1 --epochs 750 \\

@@ -1,4 +1,4 @@
-"""Supervised WRN-28-2 baseline on CIFAR-10 with mixup, and testing a checkpoint (SPEC §1.2, §9.3).
+"""Supervised WRN-28-2 baseline on CIFAR-10 with mixup, and testing a checkpoint (docs/method.md §1.2, §9.3).
 
     python -m classification.main_fs --state 1 --train-set 400_seed1_labeled --ra --n 1 --m 10 --alpha 0.75 ...
     python -m classification.main_fs --state 2 --continue-from RUN--ema.pt [--valtiny] [--fine-grain]

@@ -1,4 +1,4 @@
-"""WRN-28-2, the pre-activation wide ResNet of the CIFAR-10 experiments (SPEC §4.3).
+"""WRN-28-2, the pre-activation wide ResNet of the CIFAR-10 experiments (docs/method.md §4.3).
 
 xternalz style: conv3x3 3→16, then three stages of four blocks (widths 32/64/128, strides 1/2/2),
 then BN-ReLU, 8x8 average pooling and a linear layer 128→classes. A block computes
@@ -74,7 +74,7 @@ class Stage(nn.Module):
 
 
 class WideResNet(nn.Module):
-    """Pre-activation wide ResNet for 32x32 inputs (SPEC §4.3); returns logits (N, num_classes)."""
+    """Pre-activation wide ResNet for 32x32 inputs (docs/method.md §4.3); returns logits (N, num_classes)."""
 
     def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = WRN_28_2_WIDTHS,
                  strides: tuple[int, ...] = WRN_28_2_STRIDES,
@@ -111,5 +111,5 @@ class WideResNet(nn.Module):
 
 
 def wrn_28_2(num_classes: int = 10) -> WideResNet:
-    """WRN-28-2 as in the DMT CIFAR-10 experiments (SPEC §4.3), freshly initialised."""
+    """WRN-28-2 as in the DMT CIFAR-10 experiments (docs/method.md §4.3), freshly initialised."""
     return WideResNet(num_classes=num_classes)

@@ -1,4 +1,4 @@
-"""Command-line flags of ``classification.main_fs`` (SPEC §9.3) and ``classification.main_dmt`` (§9.2).
+"""Command-line flags of ``classification.main_fs`` (docs/method.md §9.3) and ``classification.main_dmt`` (§9.2).
 
 The original programs' flags keep their names, defaults and meaning; flags marked "new" are
 additions. Batch-size flags are global batches (split across torchrun processes). Parsing does not
@@ -22,7 +22,7 @@ AUTO = "auto"
 
 def _add_shared(p: argparse.ArgumentParser, *, n: int, m: int, alpha: float | None, epochs: int,
                 train_set: str, train_set_help: str, workers: int) -> None:
-    """The flags both programs have (SPEC §9.3 "shared with main_dmt.py") plus the new ones."""
+    """The flags both programs have (docs/method.md §9.3 "shared with main_dmt.py") plus the new ones."""
     p.add_argument("--exp-name", default=AUTO, help="run name (default auto: unix time; --state 2: 'test')")
     p.add_argument("--dataset", choices=["cifar10"], default="cifar10")
     p.add_argument("--val-num-steps", type=int, default=1000, help="validate every this many iterations")
@@ -50,7 +50,7 @@ def _add_shared(p: argparse.ArgumentParser, *, n: int, m: int, alpha: float | No
     p.add_argument("--log-dir", default=None, help="new: TensorBoard folder (default OUT_DIR/tb)")
     p.add_argument("--ema-decay", type=float, default=0.999,
                    help="new: EMA decay, shadow <- d*shadow + (1-d)*weights after every step. The original "
-                        "inverted the update (SPEC §11.3); --ema-decay 0.001 reproduces it (≈ the last iterate)")
+                        "inverted the update (docs/method.md §11.3); --ema-decay 0.001 reproduces it (≈ the last iterate)")
     p.add_argument("--eval-batch-size", type=int, default=512, help="new: batch size of validation and testing")
     p.add_argument("--resume-every", type=int, default=500,
                    help="new: iterations between resume checkpoints (also after every validation)")
@@ -88,12 +88,12 @@ def build_dmt_parser() -> argparse.ArgumentParser:
     p.add_argument("--gamma2", type=float, default=1, help="DMT γ2 (disagreeing samples the teacher is surer of)")
     p.add_argument("--aa", action="store_true", help="AutoAugment + Cutout instead of RandomRandAugment")
     p.add_argument("--labeled-weight", type=float, default=1, help="loss weight of the labelled samples")
-    p.add_argument("--start-at", type=int, default=0, help="accepted and unused, as in the original (SPEC §3.3)")
+    p.add_argument("--start-at", type=int, default=0, help="accepted and unused, as in the original (docs/method.md §3.3)")
     p.add_argument("--batch-size-labeled", type=int, default=64, help="labelled batch (also the labelling batch)")
     p.add_argument("--batch-size-pseudo", type=int, default=448)
     p.add_argument("--labeling", action="store_true", help="label the unlabelled split with --continue-from only")
     p.add_argument("--label-ratio", type=float, default=1,
-                   help="curriculum ratio r: keep the images above the (rN-1)-th largest confidence (SPEC §2.2)")
+                   help="curriculum ratio r: keep the images above the (rN-1)-th largest confidence (docs/method.md §2.2)")
     p.add_argument("--pseudo-dir", default=None,
                    help="new: folder of the <train-set>_pseudo file written by --labeling and read for "
                         "training (default: cifar-10-batches-py, as the original)")
@@ -104,7 +104,7 @@ def build_dmt_parser() -> argparse.ArgumentParser:
                    help="new: phase number of a labelling pass for TensorBoard (default: from the labeller's "
                         "file name <exp>__p<k>--ema.pt, k + 1)")
     p.add_argument("--ramp-off-by-one", action="store_true",
-                   help="new: the original's γ ramp counter (iteration 1 uses the full γ, SPEC §11.6)")
+                   help="new: the original's γ ramp counter (iteration 1 uses the full γ, docs/method.md §11.6)")
     _add_shared(p, n=1, m=10, alpha=0.75, epochs=300, train_set="400_seed1",
                 train_set_help="split prefix: <train-set>_labeled / _unlabeled / _pseudo", workers=4)
     return p

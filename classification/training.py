@@ -1,5 +1,5 @@
 """Training WRN-28-2 on CIFAR-10: the supervised mixup baseline (``main_fs``) and DMT / curriculum
-labelling (``main_dmt``), SPEC §1.2, §3.3, §7.2.
+labelling (``main_dmt``), docs/method.md §1.2, §3.3, §7.2.
 
 * **Baseline** (``main_fs --state 1``): batches of ``--batch-size`` from ``--train-set``;
   λ ~ Beta(α, α) (no max step), loss = λ·CE(y) + (1−λ)·CE(y_π); plain CE without ``--alpha``.
@@ -8,7 +8,7 @@ labelling (``main_dmt``), SPEC §1.2, §3.3, §7.2.
   exhausted) as one batch [pseudo; labelled] (:func:`dmt_mixup_loss`):
 
   1. a no-grad forward of the net in **train mode** (it updates the BN statistics) on the un-mixed
-     batch, outside autocast, gives the weights of SPEC §3.1 with c = the stored teacher confidence;
+     batch, outside autocast, gives the weights of docs/method.md §3.1 with c = the stored teacher confidence;
      labelled samples get ``--labeled-weight``; with γ1 = γ2 = 0 (CL) every pseudo weight is 1 and
      the forward still runs, as in the original;
   2. λ ~ Beta(α, α), λ ← max(λ, 1−λ); one permutation π of the whole batch mixes the images and
@@ -17,11 +17,11 @@ labelling (``main_dmt``), SPEC §1.2, §3.3, §7.2.
   4. γ_j = γ_j⁰·exp(−5(1 − t/T)²) at iteration t (``--ramp-off-by-one``: the original's counter,
      iteration 1 uses the full γ⁰).
 
-  ``--alpha -1`` trains without mixup on the DMT loss of SPEC §3.1 (weights from the training
+  ``--alpha -1`` trains without mixup on the DMT loss of docs/method.md §3.1 (weights from the training
   forward itself, γ not ramped), which the scripts never use.
 * Both: a fresh network (weights from ``--continue-from`` only), SGD (momentum 0.9), cosine lr per
   iteration over epochs × len(the epoch-defining loader), an EMA of the weights after every step
-  (``--ema-decay``), validation every ``--val-num-steps`` iterations (SPEC §8 schedule) on the
+  (``--ema-decay``), validation every ``--val-num-steps`` iterations (docs/method.md §8 schedule) on the
   test set or ``--valtiny``. DMT evaluates the initial net first, saves it as the first best and
   replaces it on ``>=``; the baseline snapshots on strictly better.
 * The loop, snapshots, resume checkpoints and TensorBoard scalars are :class:`utils.trainer.Trainer`'s.
@@ -150,7 +150,7 @@ def dmt_mixup_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
                    permutation: torch.Tensor, precision, share: Share | None = None,
                    weights_model: nn.Module | None = None
                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC §3.3 steps 1–3 for a given λ and permutation (``images`` = [pseudo; labelled], hard
+    """docs/method.md §3.3 steps 1–3 for a given λ and permutation (``images`` = [pseudo; labelled], hard
     ``labels``, teacher ``confidences`` with 1 for the labelled samples; under torchrun this rank's
     rows of the global batch, ``split_index`` its number of pseudo-labelled rows). ``weights_model``
     runs the weights forward (default: the unwrapped ``model``; under ``--compile`` its compiled version)."""
@@ -188,7 +188,7 @@ def supervised_step(model: nn.Module, args: argparse.Namespace, rt: Runtime,
 
 def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_steps: int,
              global_size: Callable[[int], int] | None = None) -> Callable:
-    """main_dmt: one [pseudo; labelled] batch, SPEC §3.3 (mixup) or §3.1 (``--alpha -1``).
+    """main_dmt: one [pseudo; labelled] batch, docs/method.md §3.3 (mixup) or §3.1 (``--alpha -1``).
     Under torchrun the batch is this rank's share of it (``global_size(step)``: the global size)."""
     weights_model = torch.compile(unwrap(model)) if getattr(args, "compile", False) else None
 

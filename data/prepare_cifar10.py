@@ -1,4 +1,4 @@
-"""Verify (and if needed extract) CIFAR-10 against the official md5 sums (SPEC §5.5, §7.3).
+"""Verify (and if needed extract) CIFAR-10 against the official md5 sums (docs/method.md §5.5, §7.3).
 
     python -m data.prepare_cifar10 --root DIR [--download] [--no-check] [--make-splits]
 

@@ -1,4 +1,4 @@
-"""Check a Cityscapes fine folder and write its id lists (SPEC §5.1).
+"""Check a Cityscapes fine folder and write its id lists (docs/method.md §5.1).
 
     python -m data.prepare_cityscapes --city-root datasets/cityscapes \\
         [--expect-counts 2975 500 | --no-check-counts] [--no-check-labels] [--workers N]

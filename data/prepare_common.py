@@ -1,4 +1,4 @@
-"""Pieces shared by the dataset preparation tools (``data/prepare_*.py``, SPEC §5.1): the count
+"""Pieces shared by the dataset preparation tools (``data/prepare_*.py``, docs/method.md §5.1): the count
 check and its flags, the ``--workers`` flag, and id lists shortened for one-line error messages."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Build VOC 2012 ``trainaug`` (SPEC §5.1): 10,582 train + 1,449 val label PNGs from VOC 2012 and SBD.
+"""Build VOC 2012 ``trainaug`` (docs/method.md §5.1): 10,582 train + 1,449 val label PNGs from VOC 2012 and SBD.
 
     python -m data.prepare_voc --voc-root datasets/VOCdevkit/VOC2012 \\
         --sbd-root datasets/benchmark_RELEASE/dataset [--expect-counts 10582 1449 | --no-check-counts]

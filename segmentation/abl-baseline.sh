@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Baselines of the ablations, PASCAL VOC 2012 1/50, split 2 (SPEC §1.4, §7.3 abl_baseline.sh):
+# Baselines of the ablations, PASCAL VOC 2012 1/50, split 2 (docs/method.md §1.4, §7.3 abl_baseline.sh):
 # c on 50 (211 images, seed 1), l on 50-l (168, seed 1), r on 50-r (168, seed 2), all COCO-initialised.
 # Run it before abl-cbst/abl-dst/abl-naive/abl-flip/abl-online.sh, which copy its snapshots.
 #   ./segmentation/abl-baseline.sh [SPLIT_ID, default 2]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DST ablation, PASCAL VOC 2012 1/50, split 2 (SPEC §1.4, §7.3 abl_dst.sh): model c self-trains on
+# DST ablation, PASCAL VOC 2012 1/50, split 2 (docs/method.md §1.4, §7.3 abl_dst.sh): model c self-trains on
 # its own previous-phase labels with the DMT loss (gamma 5), 5 phases.
 # Needs abl-baseline.sh first (BASELINE_OUT, default runs/abl-baseline-<split id>).
 #   ./segmentation/abl-dst.sh [SPLIT_ID, default 2]

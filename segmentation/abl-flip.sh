@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Flip ablation, PASCAL VOC 2012 1/50, split 2 (SPEC §1.4, §3.2, §7.3 abl_flip.sh):
-# the l/r mutual loop of SPEC §1.3 (phases on the whole 211-image set); where the model being trained
+# Flip ablation, PASCAL VOC 2012 1/50, split 2 (docs/method.md §1.4, §3.2, §7.3 abl_flip.sh):
+# the l/r mutual loop of docs/method.md §1.3 (phases on the whole 211-image set); where the model being trained
 # disagrees and is surer than the labeller, the target flips to its prediction with w = (1 - c)^5.
 # Needs abl-baseline.sh first (BASELINE_OUT, default runs/abl-baseline-<split id>).
 #   ./segmentation/abl-flip.sh [SPLIT_ID, default 2]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Naive dynamic-weighting ablation, PASCAL VOC 2012 1/50, split 2 (SPEC §1.4, §3.2, §7.3 abl_naive.sh):
-# the l/r mutual loop of SPEC §1.3 (phases on the whole 211-image set) with w = p_y^5 on every
+# Naive dynamic-weighting ablation, PASCAL VOC 2012 1/50, split 2 (docs/method.md §1.4, §3.2, §7.3 abl_naive.sh):
+# the l/r mutual loop of docs/method.md §1.3 (phases on the whole 211-image set) with w = p_y^5 on every
 # pseudo pixel; its labelling runs in fp32, as the original's.
 # Needs abl-baseline.sh first (BASELINE_OUT, default runs/abl-baseline-<split id>).
 #   ./segmentation/abl-naive.sh [SPLIT_ID, default 2]

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Online pseudo-labelling ablation, PASCAL VOC 2012 1/50, split 2 (SPEC §1.4, §3.2, §7.3 abl_online.sh):
+# Online pseudo-labelling ablation, PASCAL VOC 2012 1/50, split 2 (docs/method.md §1.4, §3.2, §7.3 abl_online.sh):
 # one 20-epoch run from c in which the unlabelled images are trained on the current prediction
 # (ignored where max p <= 0.9), no curriculum.
 # Needs abl-baseline.sh first (BASELINE_OUT, default runs/abl-baseline-<split id>).
@@ -13,7 +13,7 @@ VAL=${VAL:-500}
 THRESHOLD=${THRESHOLD:-0.9}
 BATCH_LABELED=${BATCH_LABELED:-1}
 BATCH_PSEUDO=${BATCH_PSEUDO:-7}
-DOUBLE_STEP=${DOUBLE_STEP:-1}     # 1: two optimizer steps per iteration, as main_online.py (SPEC §11.18)
+DOUBLE_STEP=${DOUBLE_STEP:-1}     # 1: two optimizer steps per iteration, as main_online.py (docs/method.md §11.18)
 source "$(dirname "$0")/dmt_lib.sh"
 seg_setup voc
 ablation_setup

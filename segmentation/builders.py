@@ -1,7 +1,7 @@
 """What a segmentation run works on, built from its flags: class count, sizes, input convention,
-split-list names, datasets and the model (SPEC §1.1, §4.2, §5, §6.1, §9.1).
+split-list names, datasets and the model (docs/method.md §1.1, §4.2, §5, §6.1, §9.1).
 
-Split lists (SPEC §9.1): labelled ``{train-set}_labeled_{sets-id}``; unlabelled (the pseudo set,
+Split lists (docs/method.md §9.1): labelled ``{train-set}_labeled_{sets-id}``; unlabelled (the pseudo set,
 always the *whole* list) ``{train-set without -l/-r}_unlabeled_{sets-id}``; validation ``val``
 (``valtiny`` with ``--valtiny``). VOC lists live in ``ImageSets/Segmentation/``, Cityscapes lists
 in ``data_lists/`` (training lists index ``leftImg8bit/train``, validation lists ``leftImg8bit/val``).
@@ -22,7 +22,7 @@ from segmentation.transforms import (CITY_CROP_SIZE, VOC_CROP_SIZE, Normalize, R
 from utils.checkpoint import load_model_weights
 
 DEFAULT_DATA_ROOTS = {"voc": "datasets/VOCdevkit/VOC2012", "city": "datasets/cityscapes"}
-MODEL_SPLIT_SUFFIXES = ("-l", "-r")  # DMS subsets (SPEC §1.3) share the unlabelled list of their split
+MODEL_SPLIT_SUFFIXES = ("-l", "-r")  # DMS subsets (docs/method.md §1.3) share the unlabelled list of their split
 
 
 def num_classes(args: argparse.Namespace) -> int:
@@ -30,7 +30,7 @@ def num_classes(args: argparse.Namespace) -> int:
 
 
 def input_norm(args: argparse.Namespace) -> str:
-    """``coco`` (Caffe: BGR, 0–255, mean subtraction) with ``--coco``, else ``imagenet`` (SPEC §6.1)."""
+    """``coco`` (Caffe: BGR, 0–255, mean subtraction) with ``--coco``, else ``imagenet`` (docs/method.md §6.1)."""
     return "coco" if args.coco else "imagenet"
 
 
@@ -54,7 +54,7 @@ def labelled_list(args: argparse.Namespace) -> str:
 
 
 def unlabelled_list(args: argparse.Namespace) -> str:
-    """``{train-set}_unlabeled_{sets-id}`` with a DMS ``-l``/``-r`` suffix stripped (SPEC §9.1)."""
+    """``{train-set}_unlabeled_{sets-id}`` with a DMS ``-l``/``-r`` suffix stripped (docs/method.md §9.1)."""
     base = args.train_set
     for suffix in MODEL_SPLIT_SUFFIXES:
         if base.endswith(suffix):
@@ -75,7 +75,7 @@ def _dataset(args: argparse.Namespace, list_name: str, transforms, city_split: s
 def training_set(args: argparse.Namespace, list_name: str, pseudo_dir: str | Path | None = None,
                  load_labels: bool = True):
     """Training items (labelled GT or, with ``pseudo_dir``, pseudo labels; images only without
-    ``load_labels``) with the training augmentation of SPEC §6.1; City images are first resized to
+    ``load_labels``) with the training augmentation of docs/method.md §6.1; City images are first resized to
     the test size (512×1024). ``--no-aug`` (unused by the scripts) only resizes pseudo-labelled
     items to the crop size."""
     if pseudo_dir is not None and args.no_aug:
@@ -102,7 +102,7 @@ def labeling_set(args: argparse.Namespace, ground_truth: bool = False):
 def build_model(args: argparse.Namespace, device: torch.device,
                 memory_format: torch.memory_format = torch.contiguous_format) -> nn.Module:
     """DeepLab-v2 on ``device``: weights from ``--continue-from`` (a COCO-converted checkpoint or a
-    previous run's snapshot, weights only, SPEC §1.1/§4.2), else the ``--pretrained`` backbone init."""
+    previous run's snapshot, weights only, docs/method.md §1.1/§4.2), else the ``--pretrained`` backbone init."""
     pretrained = None if args.continue_from else args.pretrained
     model = deeplab_v2(num_classes(args), args.backbone, pretrained=pretrained,
                        all_aspp_branches=args.all_aspp_branches)

@@ -1,4 +1,4 @@
-"""Cityscapes id lists ``data_lists/{train,val,test}.txt`` (SPEC §5.1).
+"""Cityscapes id lists ``data_lists/{train,val,test}.txt`` (docs/method.md §5.1).
 
     python -m segmentation.cityscapes_lists --city-root datasets/cityscapes
 

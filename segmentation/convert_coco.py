@@ -3,7 +3,7 @@
     python -m segmentation.convert_coco --source resnet101COCO-41f33a49.pth --num-classes 21 \\
         --out voc_coco_resnet101.pt
 
-Keys are renamed (SPEC §4.2): ``layer5.conv2d_list.K.*`` → ``classifier.0.convs.K.*`` and any other
+Keys are renamed (docs/method.md §4.2): ``layer5.conv2d_list.K.*`` → ``classifier.0.convs.K.*`` and any other
 ``X`` → ``backbone.X``. With 21 classes all 528 tensors match; with 19 (Cityscapes) the 8 head
 tensors have the wrong shape and keep their random init. The BN ``num_batches_tracked`` buffers
 missing from the source keep the fresh model's zeros. Output: ``{model, optimizer: None,
@@ -29,7 +29,7 @@ HEAD_PREFIX = "layer5.conv2d_list."
 
 
 def target_key(source_key: str) -> str:
-    """The model key a Caffe DeepLab-v2 key maps to (SPEC §4.2)."""
+    """The model key a Caffe DeepLab-v2 key maps to (docs/method.md §4.2)."""
     if source_key.startswith(HEAD_PREFIX):
         return "classifier.0.convs." + source_key[len(HEAD_PREFIX):]
     return "backbone." + source_key

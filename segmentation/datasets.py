@@ -1,12 +1,12 @@
-"""PASCAL VOC 2012 (trainaug) and Cityscapes segmentation datasets, with checked input (SPEC §5.1).
+"""PASCAL VOC 2012 (trainaug) and Cityscapes segmentation datasets, with checked input (docs/method.md §5.1).
 
 An item is ``(image, labels)``: ``image`` float32 3×H×W after the transforms, ``labels`` the int64
 H×W ground-truth label map; when ``pseudo_dir`` is given ``(image, labels, confidences)``, the
 teacher's int64 H×W labels and float32 H×W confidences read from ``<pseudo_dir>/<id>.npy``
-(H×W×2 float32, SPEC §2.1); with ``load_labels=False`` (the online ablation's unlabelled images)
+(H×W×2 float32, docs/method.md §2.1); with ``load_labels=False`` (the online ablation's unlabelled images)
 ``(image, None)``: no label file is read.
 With ``labeling=True`` an item is ``(image, label or None, id, (h, w))``, ``(h, w)`` being the
-original image size, so that the labeller can crop its output back (SPEC §2.1).
+original image size, so that the labeller can crop its output back (docs/method.md §2.1).
 
 Every problem with the files raises a one-line :class:`~utils.errors.UserError` naming the file:
 missing dataset folder / split file / image / label / pseudo file, undecodable image, label not a
@@ -146,7 +146,7 @@ class SegmentationDataset(Dataset):
         return self.pseudo_dir / f"{sample_id}.npy"
 
     def expected_pseudo_hw(self, h: int, w: int) -> tuple[int, int]:
-        """The labeller crops its test-size map to the original size, clamped (SPEC §2.1):
+        """The labeller crops its test-size map to the original size, clamped (docs/method.md §2.1):
         VOC → the original size, City → 512×1024."""
         return min(h, self.test_size[0]), min(w, self.test_size[1])
 

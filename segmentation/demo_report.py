@@ -2,7 +2,7 @@
 
     python -m segmentation.demo_report --out runs/demo --exp demo-0 --seconds 812
 
-Reads ``<out>/log.txt`` (run names ``<exp>__p<k>--{c,i}`` and ``<exp>__oracle``, SPEC §9.1's
+Reads ``<out>/log.txt`` (run names ``<exp>__p<k>--{c,i}`` and ``<exp>__oracle``, docs/method.md §9.1's
 best-on-val mIoU plus the ``final=`` mIoU) and the pseudo-label folders of phases 1, 3 and 5
 (``<out>/pseudo/<labeller>-for-<target>/<id>.npy``, H×W×2: label, confidence) and writes
 

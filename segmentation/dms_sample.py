@@ -1,4 +1,4 @@
-"""Difference-maximised sampling: two overlapping labelled subsets per split (SPEC §5.4).
+"""Difference-maximised sampling: two overlapping labelled subsets per split (docs/method.md §5.4).
 
     python -m segmentation.dms_sample --sets-dir datasets/VOCdevkit/VOC2012/ImageSets/Segmentation
 

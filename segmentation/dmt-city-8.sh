@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DMT on Cityscapes, 1/8 labels (371 images), SPEC §1.1 and §7.3 (dmt-city-8-1.sh).
+# DMT on Cityscapes, 1/8 labels (371 images), docs/method.md §1.1 and §7.3 (dmt-city-8-1.sh).
 #   ./segmentation/dmt-city-8.sh [SPLIT_ID, default 1]
 # Baselines c (COCO init — the head does not fit 19 classes and stays random —, seed 1) and
 # i (ImageNet init, seed 2), then 5 phases of mutual training.
@@ -13,7 +13,7 @@ BASE_BATCH=${BASE_BATCH:-8}
 PHASE_EPOCHS=${PHASE_EPOCHS:-10}  # 10 ep x 434 it = 4,340 iterations
 PHASE_LR=${PHASE_LR:-0.004}
 PHASE_VAL=${PHASE_VAL:-300}
-GAMMA1=${GAMMA1:-3}               # 5 before commit 36fde76 (SPEC §3.1)
+GAMMA1=${GAMMA1:-3}               # 5 before commit 36fde76 (docs/method.md §3.1)
 GAMMA2=${GAMMA2:-3}
 BATCH_LABELED=${BATCH_LABELED:-2}
 BATCH_PSEUDO=${BATCH_PSEUDO:-6}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DMT with difference-maximised sampling on PASCAL VOC 2012, 1/106 labels (100 images),
-# SPEC §1.3 and §7.3 (dmt-voc-106-1lr.sh).
+# docs/method.md §1.3 and §7.3 (dmt-voc-106-1lr.sh).
 #   ./segmentation/dmt-voc-106.sh [SPLIT_ID, default 1]
 # Two COCO-initialised models: baselines l on 106-l (80 images, seed 1) and r on 106-r (80, seed 2);
 # in the phases both train on the whole 106 set, r (seed 1) on l's labels, l (seed 2) on r's.
@@ -27,5 +27,5 @@ declare_model l 1 coco
 declare_model r 2 coco
 baseline "$(run_name 0 l)" l "$TRAIN_SET-l"
 baseline "$(run_name 0 r)" r "$TRAIN_SET-r"
-MODEL_SEED[l]=2; MODEL_SEED[r]=1   # the seeds swap between baselines and phases (SPEC §11.22)
+MODEL_SEED[l]=2; MODEL_SEED[r]=1   # the seeds swap between baselines and phases (docs/method.md §11.22)
 mutual_phases l r "$TRAIN_SET"

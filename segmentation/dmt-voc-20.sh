@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DMT on PASCAL VOC 2012, 1/20 labels (530 images), SPEC §1.1 and §7.3 (dmt-voc-20-1.sh).
+# DMT on PASCAL VOC 2012, 1/20 labels (530 images), docs/method.md §1.1 and §7.3 (dmt-voc-20-1.sh).
 #   ./segmentation/dmt-voc-20.sh [SPLIT_ID, default 1]
 # Baselines c (COCO init, seed 1) and i (ImageNet init, seed 2), then 5 phases of mutual training.
 # Every variable below can be overridden from the environment (see segmentation/dmt_lib.sh).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DMT on the SBD images, SPEC §1.1 and §7.3 (dmt-voc-sbd-0.sh): the 1,464 VOC 2012 train images
+# DMT on the SBD images, docs/method.md §1.1 and §7.3 (dmt-voc-sbd-0.sh): the 1,464 VOC 2012 train images
 # labelled, the 9,118 other trainaug (SBD) images unlabelled.
 #   ./segmentation/dmt-voc-sbd.sh [SPLIT_ID, default 0]
 # The oracle (all 10,582 labels, seed 0; COCO init assumed), baselines c (seed 1) and i (seed 2) on

@@ -74,7 +74,7 @@ seg_setup() {
     echo "== $EXP: outputs in $OUT"
 }
 
-# declare_model NAME SEED coco|imagenet: a model's seed and initialisation (SPEC §1.1, §4.2).
+# declare_model NAME SEED coco|imagenet: a model's seed and initialisation (docs/method.md §1.1, §4.2).
 declare_model() {
     MODEL_SEED[$1]="$2"
     if [ "$3" = coco ]; then
@@ -128,7 +128,7 @@ phase_train() {
         --batch-size-labeled "$BATCH_LABELED" --batch-size-pseudo "$BATCH_PSEUDO" ${MODEL_FLAGS[$model]} "${AMP_ARGS[@]}"
 }
 
-# mutual_phases A B TRAIN_SET: dynamic mutual training (SPEC §1.1; the l/r loop of §1.3 and the
+# mutual_phases A B TRAIN_SET: dynamic mutual training (docs/method.md §1.1; the l/r loop of §1.3 and the
 # naive/flip ablations of §1.4). For phase k = 1, 2, ... with ratio r_k from RATIOS:
 #   label with p{k-1}--B, train A from p{k-1}--A; label with p{k-1}--A, train B from p{k-1}--B.
 # Each model learns from the other's previous-phase snapshot; $OUT/<EXP>__p0--{A,B}.pt must exist.
@@ -170,7 +170,7 @@ in_parallel() {
     fi
 }
 
-# self_training_phases M TRAIN_SET: the CBST/DST ablations (SPEC §1.4): M labels for itself,
+# self_training_phases M TRAIN_SET: the CBST/DST ablations (docs/method.md §1.4): M labels for itself,
 # phase k trains M from p{k-1}--M on p{k-1}--M's labels at ratio r_k.
 self_training_phases() {
     local m="$1" train_set="$2" k=0 ratio
@@ -183,7 +183,7 @@ self_training_phases() {
     done
 }
 
-# ensure_dms: the DMS left/right subsets {f}-l/{f}-r (SPEC §1.3, §5.4), written once for every
+# ensure_dms: the DMS left/right subsets {f}-l/{f}-r (docs/method.md §1.3, §5.4), written once for every
 # default factor so that the random stream matches the original's.
 ensure_dms() {
     local sets="$DATA_ROOT/ImageSets/Segmentation"
@@ -192,7 +192,7 @@ ensure_dms() {
     fi
 }
 
-# ensure_sbd_split: train_labeled_0 (VOC train) / train_unlabeled_0 (the SBD rest), SPEC §5.3.
+# ensure_sbd_split: train_labeled_0 (VOC train) / train_unlabeled_0 (the SBD rest), docs/method.md §5.3.
 ensure_sbd_split() {
     if [ ! -f "$DATA_ROOT/ImageSets/Segmentation/train_labeled_0.txt" ]; then
         run_py segmentation.sbd_split --voc-root "$DATA_ROOT"
@@ -200,7 +200,7 @@ ensure_sbd_split() {
 }
 
 # adopt_baseline FROM_OUT FROM_RUN MODEL: start an ablation from abl-baseline's snapshot, copied to
-# this experiment's phase-0 name (as abl_baseline.sh did, SPEC §1.4).
+# this experiment's phase-0 name (as abl_baseline.sh did, docs/method.md §1.4).
 adopt_baseline() {
     local src="$1/$2.pt" dst="$OUT/$(run_name 0 "$3").pt"
     if [ ! -f "$dst" ]; then
@@ -213,7 +213,7 @@ adopt_baseline() {
     fi
 }
 
-# dmt_ci TRAIN_SET: the DMT experiment of SPEC §1.1 — baselines c (COCO init, seed 1) and
+# dmt_ci TRAIN_SET: the DMT experiment of docs/method.md §1.1 — baselines c (COCO init, seed 1) and
 # i (ImageNet init, seed 2) on TRAIN_SET, then the mutual phases (i labels for c, c for i).
 dmt_ci() {
     declare_model c 1 coco
@@ -228,8 +228,8 @@ ablation_setup() {
     BASELINE_OUT="$(abs_path "${BASELINE_OUT:-$REPO_ROOT/runs/abl-baseline-$SID}")"
 }
 
-# ablation_mutual TRAIN_SET: the l/r mutual loop of the naive/flip ablations (SPEC §1.4), from
-# abl-baseline's l and r, with the phase seeds of SPEC §1.3 (r 1, l 2).
+# ablation_mutual TRAIN_SET: the l/r mutual loop of the naive/flip ablations (docs/method.md §1.4), from
+# abl-baseline's l and r, with the phase seeds of docs/method.md §1.3 (r 1, l 2).
 ablation_mutual() {
     ablation_setup
     declare_model l 2 coco
@@ -239,7 +239,7 @@ ablation_mutual() {
     mutual_phases l r "$1"
 }
 
-# ablation_self_training TRAIN_SET: the CBST/DST self-training loop from abl-baseline's c (SPEC §1.4).
+# ablation_self_training TRAIN_SET: the CBST/DST self-training loop from abl-baseline's c (docs/method.md §1.4).
 ablation_self_training() {
     ablation_setup
     declare_model c 1 coco

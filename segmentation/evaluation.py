@@ -1,10 +1,10 @@
-"""Segmentation evaluation: class probabilities under three test protocols, and the val loop (SPEC §8).
+"""Segmentation evaluation: class probabilities under three test protocols, and the val loop (docs/method.md §8).
 
 Protocols (``--eval-protocol``), all on the test-preprocessed batch (VOC padded to 505×505, City
 resized to 512×1024), all returning softmax probabilities at the batch's size:
 
 * ``whole`` — the paper's: one forward of the whole image, logits upsampled bilinearly
-  (align_corners=True) to the image size, softmax (SPEC §8).
+  (align_corners=True) to the image size, softmax (docs/method.md §8).
 * ``sliding`` — windows of ``--eval-crop`` at ``--eval-stride`` (the last window of a row/column is
   aligned to the border); each window's probabilities are computed as in ``whole`` and averaged
   over the windows covering a pixel.
@@ -172,7 +172,7 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch
              protocol: Protocol = Protocol(),
              memory_format: torch.memory_format = torch.contiguous_format) -> dict[str, float]:
     """mIoU and pixel accuracy (×100) of ``model`` (put in eval mode by the caller) over ``loader``'s
-    ``(images, labels)`` batches, summed over torchrun ranks (SPEC §8)."""
+    ``(images, labels)`` batches, summed over torchrun ranks (docs/method.md §8)."""
     return evaluate_with_samples(model, loader, num_classes, device, precision, protocol, memory_format)[0]
 
 

@@ -1,4 +1,4 @@
-"""DMT semantic segmentation, one program for every step (flags: :mod:`segmentation.options`, SPEC §9.1).
+"""DMT semantic segmentation, one program for every step (flags: :mod:`segmentation.options`, docs/method.md §9.1).
 
     python -m segmentation.main --state 2 ...              # supervised training on the labelled split
     python -m segmentation.main --state 1 --labeling ...   # CBC pseudo-labelling with --continue-from

@@ -1,6 +1,6 @@
 """Command-line flags of ``segmentation/main.py``.
 
-The original program's flags (SPEC §9.1) keep their names, defaults and meaning; the new ones are
+The original program's flags (docs/method.md §9.1) keep their names, defaults and meaning; the new ones are
 marked "new". Batch-size flags are global batches (split across torchrun processes).
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m segmentation.main",
         description="DMT semantic segmentation: supervised training (--state 2), pseudo-labelling "
                     "(--state 1 --labeling), DMT training (--state 1) and testing (--state 3).")
-    # --- the original flags (SPEC §9.1)
+    # --- the original flags (docs/method.md §9.1)
     p.add_argument("--exp-name", default=None, help="run name (default: unix time)")
     p.add_argument("--dataset", choices=["voc", "city"], default="voc")
     p.add_argument("--gamma1", type=float, default=0.0, help="DMT γ1 (agreeing pixels)")
@@ -57,16 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", default="imagenet",
                    help="new: backbone init when --continue-from is not given: imagenet | none | PATH")
     p.add_argument("--all-aspp-branches", action="store_true",
-                   help="new: sum all four ASPP branches (the original sums only d6 + d12, SPEC §11.1)")
+                   help="new: sum all four ASPP branches (the original sums only d6 + d12, docs/method.md §11.1)")
     # --- new: method variants and sizes
     p.add_argument("--loss", choices=["dmt", "naive", "flip", "online"], default="dmt",
-                   help="new: DMT loss or an ablation loss (SPEC §3.2)")
+                   help="new: DMT loss or an ablation loss (docs/method.md §3.2)")
     p.add_argument("--online-threshold", type=float, default=0.9, help="new: confidence threshold of --loss online")
     p.add_argument("--crop-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="new: training crop (default VOC 321 321, city 256 512)")
     p.add_argument("--test-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="new: test/labelling size (default VOC pad to 505 505, city resize to 512 1024)")
-    p.add_argument("--label-stride", type=int, default=16, help="new: CBC samples every N-th pixel (SPEC §2.1: 16)")
+    p.add_argument("--label-stride", type=int, default=16, help="new: CBC samples every N-th pixel (docs/method.md §2.1: 16)")
     p.add_argument("--label-cache-gb", type=float, default=None,
                    help="new: host memory (GiB) for the labeller's one-pass cache of (label, confidence); beyond it "
                         "a scratch file in the .partial folder (default: 25%% of MemAvailable over the node's "
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-no-flip", action="store_true", help="new: --eval-protocol msf without the mirrored passes")
     p.add_argument("--online-double-step", action="store_true",
                    help="new: --loss online steps the optimizer a second time per iteration, as the original "
-                        "main_online.py did (SPEC §11.18); off = one step")
+                        "main_online.py did (docs/method.md §11.18); off = one step")
     # --- new: runtime
     p.add_argument("--resume-every", type=int, default=500,
                    help="new: iterations between resume checkpoints (also after every validation)")

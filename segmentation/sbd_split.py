@@ -1,4 +1,4 @@
-"""The SBD split: VOC 2012 ``train`` labelled, the SBD rest of trainaug unlabelled (SPEC §5.3).
+"""The SBD split: VOC 2012 ``train`` labelled, the SBD rest of trainaug unlabelled (docs/method.md §5.3).
 
     python -m segmentation.sbd_split --voc-root datasets/VOCdevkit/VOC2012
 

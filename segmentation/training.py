@@ -1,16 +1,16 @@
-"""Supervised (``--state 2``) and DMT (``--state 1``) training of DeepLab-v2 (SPEC §1.1, §3, §7.1, §8).
+"""Supervised (``--state 2``) and DMT (``--state 1``) training of DeepLab-v2 (docs/method.md §1.1, §3, §7.1, §8).
 
 * Supervised: batches of ``--batch-size-labeled`` from ``{train-set}_labeled_{sets-id}``;
   L = epochs × len(labelled loader).
 * DMT: step s takes batch s of the pseudo stream (the whole unlabelled list read from
   ``--pseudo-dir``; it defines the epoch, L = epochs × len(pseudo loader)) and batch s of the
   labelled stream (restarted when exhausted), concatenates [pseudo; labelled] and runs one forward;
-  the loss (``--loss``: :func:`utils.losses.dmt_loss` and its variants, SPEC §3.1–3.2) gets the
+  the loss (``--loss``: :func:`utils.losses.dmt_loss` and its variants, docs/method.md §3.1–3.2) gets the
   labels, the confidences (1 for the labelled pixels) and the number of pseudo images.
   ``--loss online`` (:func:`utils.losses.online_loss`) reads no pseudo folder and no label of an
   unlabelled image: those get their targets from the model itself.
 * SGD (momentum 0.9, ``--weight-decay`` on every parameter, backbone and head groups at the same
-  lr), poly schedule per iteration, a fresh optimizer every run (SPEC §7.1, §11.20); weights from
+  lr), poly schedule per iteration, a fresh optimizer every run (docs/method.md §7.1, §11.20); weights from
   ``--continue-from`` only.
 * The loop, validation schedule, best snapshot, resume checkpoints and TensorBoard scalars are
   :class:`utils.trainer.Trainer`'s. Validation uses ``--eval-protocol`` (default: whole image).
@@ -102,7 +102,7 @@ def supervised_step(model: nn.Module, loss_fn: Callable, rt: Runtime) -> Callabl
 
 
 def dmt_step(model: nn.Module, loss_fn: Callable, rt: Runtime, online: bool) -> Callable:
-    """[pseudo; labelled] in one forward (SPEC §3.1, §7.1): ``loss_fn(logits, labels, confidences,
+    """[pseudo; labelled] in one forward (docs/method.md §3.1, §7.1): ``loss_fn(logits, labels, confidences,
     num_pseudo)`` (:func:`utils.losses.dmt_loss`), the labelled pixels with confidence 1; online
     (:func:`utils.losses.online_loss`): ``loss_fn(logits, labelled labels, num_pseudo)``, the
     unlabelled images come without labels."""
@@ -158,7 +158,7 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
         batches = labelled.iterate
     total_steps = args.epochs * steps_per_epoch
 
-    val_batch = max(1, (args.batch_size_labeled + args.batch_size_pseudo) // rt.dist.world_size)  # SPEC §8
+    val_batch = max(1, (args.batch_size_labeled + args.batch_size_pseudo) // rt.dist.world_size)  # docs/method.md §8
     val_loader = eval_loader(builders.evaluation_set(args), val_batch, collate_fn=collate, **loader_kwargs)
     protocol = evaluation.protocol_from_args(args)
 

@@ -1,12 +1,12 @@
-"""Joint image / label (/ confidence) transforms for segmentation (SPEC §6.1).
+"""Joint image / label (/ confidence) transforms for segmentation (docs/method.md §6.1).
 
 A sample is ``(image, target)``: ``image`` a :class:`tv_tensors.Image` (uint8 or float, 3×H×W, RGB),
 ``target`` a :class:`tv_tensors.Mask` that is either an int64 H×W ground-truth label map or a
-float32 2×H×W pseudo-label map (channel 0 label, channel 1 confidence; SPEC §2.1). ``target`` may be
+float32 2×H×W pseudo-label map (channel 0 label, channel 1 confidence; docs/method.md §2.1). ``target`` may be
 absent (``transforms(image)``). Geometric transforms move both together; masks always use nearest
 interpolation and are padded with 255 — on *both* pseudo channels.
 
-Faithful details (SPEC §6.1, §11.12–13):
+Faithful details (docs/method.md §6.1, §11.12–13):
 
 * The image is turned into float **without rescaling** (0–255) first; padding therefore puts raw
   value 0 (black) at the border, *before* normalisation.
@@ -47,7 +47,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 NORMALIZATIONS = ("coco", "imagenet")
 
-# Cityscapes labelId -> trainId (SPEC §5.1); every other id maps to 255.
+# Cityscapes labelId -> trainId (docs/method.md §5.1); every other id maps to 255.
 CITY_LABEL_TO_TRAIN_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10,
                           24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 CITY_NUM_LABEL_IDS = 34  # labelIds are 0..33
@@ -263,7 +263,7 @@ class Normalize(JointTransform):
 
 class LabelIdToTrainId(JointTransform):
     """Cityscapes labelId → trainId on integer (ground-truth) masks; float pseudo maps pass through
-    because they already hold train ids (SPEC §2.1)."""
+    because they already hold train ids (docs/method.md §2.1)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -283,7 +283,7 @@ def _check_dataset(dataset: str) -> None:
 def train_transforms(dataset: str, crop: Sequence[int] | None = None, norm: str = "imagenet",
                      resize: Sequence[int] | None = None,
                      scale_range: tuple[float, float] = (0.5, 1.5), flip_p: float = 0.5) -> v2.Compose:
-    """Training pipeline (labelled and pseudo samples alike), SPEC §6.1.
+    """Training pipeline (labelled and pseudo samples alike), docs/method.md §6.1.
 
     ``crop`` defaults to 321×321 (VOC) / 256×512 (City); ``resize`` (City only, default 512×1024) is
     the size City images and labels are first resized to.

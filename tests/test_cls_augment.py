@@ -1,4 +1,4 @@
-"""CIFAR-10 augmentation (SPEC §6.2): RandomRandAugment magnitudes and op effects, transforms, Cutout.
+"""CIFAR-10 augmentation (docs/method.md §6.2): RandomRandAugment magnitudes and op effects, transforms, Cutout.
 
 Each op's effect is checked against a formula written here on a small hand-made image (numpy
 resampling for the geometric ops, lookup formulas for the colour ops), or where a formula would only
@@ -20,7 +20,7 @@ from classification import augment
 from classification.augment import RANDAUGMENT_OPS, RandomRandAugment, op_magnitude, randaugment_op
 from utils.batches import SeededDataset
 
-# v at m = 1, 5, 10, computed by hand from SPEC §6.2's (min, max): v = (m/10)(max - min) + min.
+# v at m = 1, 5, 10, computed by hand from docs/method.md §6.2's (min, max): v = (m/10)(max - min) + min.
 EXPECTED_V = {
     "AutoContrast": (0.1, 0.5, 1.0), "Equalize": (0.1, 0.5, 1.0), "Invert": (0.1, 0.5, 1.0),
     "Rotate": (3, 15, 30), "Posterize": (0.4, 2, 4), "Solarize": (25.6, 128, 256),
@@ -147,7 +147,7 @@ def test_geometric_ops(m, seed, sign):
     assert np.array_equal(apply("TranslateYabs", np.ascontiguousarray(np.swapaxes(arr, 0, 1)),
                                 op_magnitude("TranslateYabs", m), seed), shifted_y)
     if m >= 4:
-        assert not shifted_x.any()  # SPEC §6.2: the whole 32-px image leaves the frame
+        assert not shifted_x.any()  # docs/method.md §6.2: the whole 32-px image leaves the frame
 
 
 def test_random_sign_is_fair():

@@ -1,4 +1,4 @@
-"""CIFAR-10 files, Dataset and split generation (SPEC §2.2, §5.5), on a tiny synthetic CIFAR-10."""
+"""CIFAR-10 files, Dataset and split generation (docs/method.md §2.2, §5.5), on a tiny synthetic CIFAR-10."""
 from __future__ import annotations
 
 import pickle

@@ -1,4 +1,4 @@
-"""WRN-28-2 (SPEC §4.3): parameter count, shapes, shortcut structure, block arithmetic, init."""
+"""WRN-28-2 (docs/method.md §4.3): parameter count, shapes, shortcut structure, block arithmetic, init."""
 from __future__ import annotations
 
 import math

@@ -1,5 +1,5 @@
 """classification.main_fs / main_dmt on a tiny synthetic CIFAR-10: labelling against a numpy
-reference of SPEC §2.2, the DMT step's loss against an independent computation of §3.3, baseline →
+reference of docs/method.md §2.2, the DMT step's loss against an independent computation of §3.3, baseline →
 test → label → DMT round trip (bf16 autocast on CPU), finished-run skip, resume, bad input and
 labelling under torchrun (2 CPU processes)."""
 from __future__ import annotations
@@ -31,7 +31,7 @@ from utils.errors import run_cli
 from utils.run_log import parse_log_line
 
 REPO = Path(__file__).resolve().parents[1]
-MEAN = np.array([0.49137, 0.48235, 0.44667], dtype=np.float32)  # SPEC §6.2
+MEAN = np.array([0.49137, 0.48235, 0.44667], dtype=np.float32)  # docs/method.md §6.2
 STD = np.array([0.24706, 0.24353, 0.26157], dtype=np.float32)
 SPLIT = "2_seed1"  # 2 labelled images per class; 8 - 3 (valtiny) - 2 = 3 unlabelled per class
 COST_FIELDS = {"wall_s", "images_per_s", "peak_mem_gb", "device", "procs"}
@@ -64,7 +64,7 @@ def split_file(cifar: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def normalised(rows: np.ndarray) -> torch.Tensor:
-    """The test transform by hand: rows → CHW floats in [0, 1] → (x − mean) / std (SPEC §6.2)."""
+    """The test transform by hand: rows → CHW floats in [0, 1] → (x − mean) / std (docs/method.md §6.2)."""
     images = rows.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
     return torch.from_numpy((images - MEAN[:, None, None]) / STD[:, None, None])
 
@@ -117,7 +117,7 @@ def tb_tags(folder: Path) -> set[str]:
     return set(acc.Tags()["scalars"])
 
 
-# ----------------------------------------------------------------- labelling (SPEC §2.2, §11.11)
+# ----------------------------------------------------------------- labelling (docs/method.md §2.2, §11.11)
 def check_pseudo_file(cifar: Path, path: Path, labeller: Path, ratio: float) -> int:
     """The pickle holds exactly the rows a numpy reference keeps, in file order, with their softmax."""
     rows, _ = split_file(cifar, f"{SPLIT}_unlabeled")
@@ -155,7 +155,7 @@ def test_labelling_selects_the_reference_images_and_skips_a_done_pass(cifar, lab
     assert check_pseudo_file(cifar, pseudo / f"{SPLIT}_pseudo", labeller, 1.0) == 30
 
 
-# ----------------------------------------------------------------- the DMT step (SPEC §3.3)
+# ----------------------------------------------------------------- the DMT step (docs/method.md §3.3)
 def reference_dmt_loss(model: nn.Module, x: torch.Tensor, y: np.ndarray, c: np.ndarray, split: int,
                        g1: float, g2: float, labeled_weight: float, lam: float, perm: np.ndarray) -> float:
     """Per sample, by hand: weights from a train-mode forward of the un-mixed batch, mixed with the

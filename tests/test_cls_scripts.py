@@ -1,4 +1,4 @@
-"""The four CIFAR-10 experiment scripts end to end on a tiny synthetic CIFAR-10 (SPEC §1.2, §7.3).
+"""The four CIFAR-10 experiment scripts end to end on a tiny synthetic CIFAR-10 (docs/method.md §1.2, §7.3).
 
 cl-c10-4000 and dmt-c10-4000 run in full (phase 0 + 5 phases + the tests of every phase's EMA);
 the 1,000-label scripts run at the tiniest scale (one phase, r = 1), and dmt-c10-1000 reuses the

@@ -1,4 +1,4 @@
-"""Speed settings do not change what a training step computes (SPEC §3.1, §7.1).
+"""Speed settings do not change what a training step computes (docs/method.md §3.1, §7.1).
 
 The original-style step (:class:`bench.training_steps.ReferenceLoop`: NCHW, fp32 on CPU, statistics
 read with ``.item()`` every step) and the project's step (``segmentation.training.dmt_step`` /

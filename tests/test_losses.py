@@ -1,4 +1,4 @@
-"""DMT losses against a plain per-element reference written straight from SPEC §3.1–3.3."""
+"""DMT losses against a plain per-element reference written straight from docs/method.md §3.1–3.3."""
 from __future__ import annotations
 
 import math
@@ -15,7 +15,7 @@ IGN = 255
 
 
 def reference_dmt(logits, labels, confs, split, g1, g2, mode="dmt"):
-    """Per-pixel loops over numpy arrays: SPEC §3.1 (dmt), §3.2 (naive, flip). logits N×C×P."""
+    """Per-pixel loops over numpy arrays: docs/method.md §3.1 (dmt), §3.2 (naive, flip). logits N×C×P."""
     n, c, p = logits.shape
     total, raw, m = 0.0, 0.0, 0
     disagree = win = 0
@@ -153,7 +153,7 @@ def test_gamma_ramp_values_and_original_off_by_one():
     assert gamma_ramp(4.0, 100, 100) == pytest.approx(4.0)
     assert gamma_ramp(4.0, 50, 100) == pytest.approx(4.0 * math.exp(-5 * 0.25))
     assert gamma_ramp(4.0, 1, 150) == pytest.approx(4.0 * math.exp(-5 * (1 - 1 / 150) ** 2))
-    assert gamma_ramp(4.0, 1, 150, fix_first_step=False) == pytest.approx(4.0)  # SPEC §11.6
+    assert gamma_ramp(4.0, 1, 150, fix_first_step=False) == pytest.approx(4.0)  # docs/method.md §11.6
     assert gamma_ramp(4.0, 2, 150, fix_first_step=False) == pytest.approx(4.0 * math.exp(-5 * (1 - 2 / 150) ** 2))
 
 
@@ -165,7 +165,7 @@ def test_classification_weights_and_mixup_loss():
     assert torch.allclose(w, torch.tensor([0.49, 0.0, 0.027, 0.5]))
     assert float(stats["disagree"]) == 2 and float(stats["current_win"]) == 1
     w0, _ = classification_weights(probs, labels, confidences, 3, 0.0, 0.0)
-    assert torch.equal(w0, torch.ones(4))  # curriculum labelling: all weights 1 (SPEC §3.3)
+    assert torch.equal(w0, torch.ones(4))  # curriculum labelling: all weights 1 (docs/method.md §3.3)
     logits = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
     ya, yb = torch.tensor([0, 1, 2, 0]), torch.tensor([1, 1, 0, 2])
     lam = 0.7

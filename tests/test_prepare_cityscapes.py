@@ -37,7 +37,7 @@ def test_writes_lists_and_summarises_train_ids(root, capsys):
     assert (root / "data_lists" / "train.txt").read_text() == TRAIN_TEXT
     assert (root / "data_lists" / "val.txt").read_text() == VAL_TEXT
     assert not (root / "data_lists" / "test.txt").exists()  # no leftImg8bit/test here
-    # Ignored share, computed independently: pixels whose id is not one of the 19 evaluated ids of SPEC §5.1.
+    # Ignored share, computed independently: pixels whose id is not one of the 19 evaluated ids of docs/method.md §5.1.
     evaluated = [7, 8, 11, 12, 13, 17, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 31, 32, 33]
     labels = np.stack([np.array(Image.open(p)) for p in sorted((root / "gtFine" / "train").rglob("*labelIds.png"))])
     ignored = 100.0 * (~np.isin(labels, evaluated)).mean()

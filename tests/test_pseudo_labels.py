@@ -1,4 +1,4 @@
-"""CBC thresholds (SPEC §2.1) and the global curriculum threshold (§2.2) against numpy references."""
+"""CBC thresholds (docs/method.md §2.1) and the global curriculum threshold (§2.2) against numpy references."""
 from __future__ import annotations
 
 import math
@@ -12,7 +12,7 @@ from utils.pseudo_labels import (CBCSampler, apply_thresholds, class_balanced_th
 
 
 def numpy_cbc(conf: np.ndarray, lab: np.ndarray, num_classes: int, ratio: float) -> np.ndarray:
-    """Straight from SPEC §2.1 step 5, one class at a time (missing classes → 1e-5 at any ratio)."""
+    """Straight from docs/method.md §2.1 step 5, one class at a time (missing classes → 1e-5 at any ratio)."""
     out = np.zeros(num_classes, dtype=np.float32)
     for c in range(num_classes):
         p = np.sort(conf[lab == c])
@@ -87,7 +87,7 @@ def test_global_threshold_keeps_r_n_minus_2():
         assert int(select_confident(conf, r).sum()) == round(r * n) - 2
     assert float(global_confidence_threshold(conf, 1.0)) == 0.0
     assert int(select_confident(conf, 1.0).sum()) == n
-    # Ties at the threshold are dropped (strict >), SPEC §11.11.
+    # Ties at the threshold are dropped (strict >), docs/method.md §11.11.
     saturated = torch.ones(10)
     assert int(select_confident(saturated, 0.5).sum()) == 0
 

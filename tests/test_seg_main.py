@@ -1,5 +1,5 @@
 """segmentation/main.py on a tiny synthetic VOC set: CBC labelling against a numpy reference of
-SPEC §2.1, supervised → labelling → DMT round trip, resume, skipping finished runs, bad input,
+docs/method.md §2.1, supervised → labelling → DMT round trip, resume, skipping finished runs, bad input,
 test protocols (also unit-checked on hand-made models) and torchrun (2 CPU processes)."""
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def tb_tags(folder: Path) -> set[str]:
     return set(acc.Tags()["scalars"])
 
 
-# ----------------------------------------------------------------- the numpy reference (SPEC §2.1)
+# ----------------------------------------------------------------- the numpy reference (docs/method.md §2.1)
 def normalised_padded(voc: Path, sample_id: str) -> np.ndarray:
     """ImageNet-normalised 3×41×41 float32, zero-padded bottom/right *before* normalisation."""
     rgb = np.asarray(Image.open(voc / "JPEGImages" / f"{sample_id}.jpg").convert("RGB"), dtype=np.float32)

@@ -24,7 +24,7 @@ def voc_r101():
 
 
 def test_resnet101_parameter_counts(voc_r101):
-    # SPEC §4.1: 42,500,160 backbone + 4·(2048·9·C + C) head
+    # docs/method.md §4.1: 42,500,160 backbone + 4·(2048·9·C + C) head
     assert count(voc_r101.backbone.parameters()) == 42_500_160
     assert count(voc_r101.parameters()) == 44_048_532 == 42_500_160 + 4 * (2048 * 9 * 21 + 21)
     # the forward pass uses d6 + d12 only: 43,274,346 trainable
@@ -41,7 +41,7 @@ def test_state_dict_keys_match_torchvision_and_original_head(voc_r101):
     head = {k for k in keys if not k.startswith("backbone.")}
     assert head == {f"classifier.0.convs.{k}.{w}" for k in range(4) for w in ("weight", "bias")}
     assert voc_r101.state_dict()["classifier.0.convs.3.weight"].shape == (21, 2048, 3, 3)
-    assert len(keys) == 528 + 104  # SPEC §4.2: 528 tensors + 104 num_batches_tracked
+    assert len(keys) == 528 + 104  # docs/method.md §4.2: 528 tensors + 104 num_batches_tracked
 
 
 def test_dilation_layout(voc_r101):

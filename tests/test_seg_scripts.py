@@ -2,7 +2,7 @@
 the scripts' environment overrides (MobileNet backbone, random init, 33² crops, one epoch, CPU).
 
 dmt-voc-20.sh runs all 5 phases (2 baselines, 10 labelling passes, 10 trainings); the other scripts
-run one phase (RATIOS). The checks follow SPEC §1.1/§1.3/§1.4 and §7.3: who labels for whom, which
+run one phase (RATIOS). The checks follow docs/method.md §1.1/§1.3/§1.4 and §7.3: who labels for whom, which
 snapshot each run starts from, seeds, input conventions, losses, ratios, file formats and log.txt
 lines. Scripts run two at a time (one process each; the machine has two cores).
 """
@@ -146,7 +146,7 @@ def voc_sizes(voc: Path) -> dict[str, tuple[int, int]]:
 
 def check_mutual_phases(out: Path, exp: str, a: str, b: str, ratios: list[str], seeds: dict[str, int],
                         coco: dict[str, bool], train_set: str, loss: str = "dmt", label_fp32: bool = True) -> None:
-    """SPEC §1.1/§1.3: phase k labels with p{k-1}--B for A and p{k-1}--A for B; A and B continue
+    """docs/method.md §1.1/§1.3: phase k labels with p{k-1}--B for A and p{k-1}--A for B; A and B continue
     from their own previous phase; both on the same labelled set. Labelling is fp32 by default here:
     the scripts' AMP default is 0 on CPU."""
     for k, ratio in enumerate(ratios, start=1):
@@ -204,7 +204,7 @@ def test_dmt_voc_other_ratios(runs, data, name, train_set, base_epochs):
     check_mutual_phases(out, exp, "c", "i", ["1.0"], {"c": 1, "i": 2}, {"c": True, "i": False}, train_set)
     assert "COCO_INIT is empty" in runs[name]["proc"].stderr
     script = (SCRIPTS / f"{name}.sh").read_text()
-    assert f"BASE_EPOCHS=${{BASE_EPOCHS:-{base_epochs}}}" in script  # the dst-cbc schedule (SPEC §7.3)
+    assert f"BASE_EPOCHS=${{BASE_EPOCHS:-{base_epochs}}}" in script  # the dst-cbc schedule (docs/method.md §7.3)
 
 
 def test_dmt_voc_106_difference_maximised_sampling(runs, data):

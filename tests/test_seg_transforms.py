@@ -1,4 +1,4 @@
-"""Joint segmentation transforms (SPEC §6.1), checked against hand values and plain-numpy references."""
+"""Joint segmentation transforms (docs/method.md §6.1), checked against hand values and plain-numpy references."""
 from __future__ import annotations
 
 import math

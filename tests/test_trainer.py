@@ -38,7 +38,7 @@ def test_validation_schedule_and_strictly_better_snapshots(tmp_path):
 
     step = lambda batch, s: (trainer.model(batch).pow(2).mean(), {}, 4)  # noqa: E731
     result = trainer.fit(batches, step, evaluate)
-    # SPEC §8: after steps s with s % 4 == 3 and s == L − 1 (3, 7, 9), then one final evaluation.
+    # docs/method.md §8: after steps s with s % 4 == 3 and s == L − 1 (3, 7, 9), then one final evaluation.
     assert calls == [3, 7, 9, 10]
     assert result.best == 7.0 and result.final == 6.0
     assert torch.load(tmp_path / "best.pt", weights_only=False)["step"] == 7  # 7.0 again at 9: not strictly better

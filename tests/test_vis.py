@@ -60,7 +60,7 @@ def test_weight_stats_by_hand():
 
 
 def test_loss_histogram_counts_the_pseudo_pixels_only():
-    """2 pseudo images + 1 labelled, 2×2 pixels, 3 classes; weights by SPEC §3.1 worked out by hand."""
+    """2 pseudo images + 1 labelled, 2×2 pixels, 3 classes; weights by docs/method.md §3.1 worked out by hand."""
     probs = torch.tensor([[0.62, 0.27, 0.11], [0.22, 0.71, 0.07], [0.12, 0.06, 0.82], [0.52, 0.41, 0.07]])
     logits = probs.log()  # softmax(log p) = p
     logits = torch.stack([logits, logits, logits]).permute(0, 2, 1).reshape(3, 3, 2, 2)

@@ -1,7 +1,7 @@
-"""An exponential moving average of a model's weights (classification, SPEC §7.2).
+"""An exponential moving average of a model's weights (classification, docs/method.md §7.2).
 
 ``shadow ← decay·shadow + (1 − decay)·θ`` after every step; buffers (BN statistics) are copied.
-The original inverted the update (shadow ← 0.001·shadow + 0.999·θ for its "decay 0.999", SPEC
+The original inverted the update (shadow ← 0.001·shadow + 0.999·θ for its "decay 0.999", docs/method.md
 §11.3), which makes its "EMA" the last iterate in effect; ``ModelEMA(model, decay=0.001)`` reproduces
 that, and the classification scripts say which they use.
 """

@@ -1,4 +1,4 @@
-"""DMT's dynamic mutual loss (SPEC §3.1), its ablations (§3.2) and the classification mixup loss (§3.3).
+"""DMT's dynamic mutual loss (docs/method.md §3.1), its ablations (§3.2) and the classification mixup loss (§3.3).
 
 :func:`dynamic_weights` is the one statement of the paper's agree/disagree rule; :func:`dmt_loss`
 (variants ``dmt``, ``naive``, ``flip``) and :func:`online_loss` build the segmentation losses on
@@ -34,7 +34,7 @@ def full_precision(x: torch.Tensor) -> torch.Tensor:
 
 
 def match_size(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Segmentation logits upsampled bilinearly (align_corners=True) to the label size (SPEC §3.1)."""
+    """Segmentation logits upsampled bilinearly (align_corners=True) to the label size (docs/method.md §3.1)."""
     if logits.dim() == 4 and logits.shape[-2:] != labels.shape[-2:]:
         logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=True)
     return logits
@@ -43,7 +43,7 @@ def match_size(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def dynamic_weights(probs: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor,
                     gamma1: float, gamma2: float, ignore_index: int = IGNORE_INDEX
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The agree/disagree weighting of SPEC §3.1, per sample/pixel, before the labelled override.
+    """The agree/disagree weighting of docs/method.md §3.1, per sample/pixel, before the labelled override.
 
     ``probs``: the current model's detached softmax ``(N, C, ...)``; ``labels``/``confidences``: the
     teacher's label y and stored confidence c ``(N, ...)``. With d = argmax p, q = max p, p_y = p[y]:
@@ -79,7 +79,7 @@ def weight_stats(weights: torch.Tensor, agree: torch.Tensor, pseudo: torch.Tenso
       over a logging interval (:class:`utils.trainer.Trainer` turns 1-D stats into histograms);
     * ``weight_agree`` / ``weight_disagree``: mean weight over the agreeing / disagreeing pseudo pixels
       (0 when there are none);
-    * ``weight_zero_frac``: the fraction of pseudo pixels whose weight is exactly 0 (SPEC §3.1: the
+    * ``weight_zero_frac``: the fraction of pseudo pixels whose weight is exactly 0 (docs/method.md §3.1: the
       current model is surer of another class than the teacher was).
 
     All on the device, without boolean indexing (no device→host sync in the training step).
@@ -122,7 +122,7 @@ def global_stats(sums: dict[str, torch.Tensor], means: dict[str, torch.Tensor] |
 
 def _stats(labels, valid, parts, weights, num_pseudo, means=None) -> dict[str, torch.Tensor]:
     """The original's per-step statistics, computed here for every loss: disagree, current_win,
-    avg_weights (SPEC §3.1), over the whole global batch (summed over the ranks under torchrun),
+    avg_weights (docs/method.md §3.1), over the whole global batch (summed over the ranks under torchrun),
     plus the given ``means``."""
     pseudo = valid & ~labelled_mask(labels, num_pseudo)
     disagree = pseudo & ~parts["agree"]
@@ -158,9 +158,9 @@ VARIANTS = ("dmt", "naive", "flip")
 def dmt_loss(logits: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor, num_pseudo: int,
              gamma1: float, gamma2: float, variant: str = "dmt", ignore_index: int = IGNORE_INDEX
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC §3.1: loss = Σ w·ℓ / M over the batch [pseudo; labelled], M its non-ignored pixel count
-    (not Σw, SPEC §11.16); w from :func:`dynamic_weights` on the ``num_pseudo`` pseudo samples, 1 on
-    the labelled ones. ``variant`` (SPEC §3.2):
+    """docs/method.md §3.1: loss = Σ w·ℓ / M over the batch [pseudo; labelled], M its non-ignored pixel count
+    (not Σw, docs/method.md §11.16); w from :func:`dynamic_weights` on the ``num_pseudo`` pseudo samples, 1 on
+    the labelled ones. ``variant`` (docs/method.md §3.2):
 
     * ``dmt``: w as the rule says; with γ1 = γ2 = 0 every weight is 1 (self-training, CBST);
     * ``naive``: w = p_y^γ2 on every pseudo pixel;
@@ -193,7 +193,7 @@ def dmt_loss(logits: torch.Tensor, labels: torch.Tensor, confidences: torch.Tens
 
 def online_loss(logits: torch.Tensor, labelled_labels: torch.Tensor, num_pseudo: int, threshold: float = 0.9,
                 ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC §3.2 online ablation: the ``num_pseudo`` unlabelled samples are trained on the current
+    """docs/method.md §3.2 online ablation: the ``num_pseudo`` unlabelled samples are trained on the current
     prediction d, ignored where max p ≤ ``threshold``; the rest on ``labelled_labels`` (labels of
     the labelled samples only: no label of an unlabelled image is read). Σℓ/M over the batch."""
     logits = match_size(logits, labelled_labels)
@@ -208,10 +208,10 @@ def online_loss(logits: torch.Tensor, labelled_labels: torch.Tensor, num_pseudo:
 
 # ---------------------------------------------------------------------------------- classification
 def gamma_ramp(gamma0: float, step: int, total: int, fix_first_step: bool = True) -> float:
-    """Sigmoid-ascending ramp γ = γ⁰·exp(−5(1 − t/T)²) of SPEC §3.3.
+    """Sigmoid-ascending ramp γ = γ⁰·exp(−5(1 − t/T)²) of docs/method.md §3.3.
 
     The original's counter made iteration 1 use the full γ⁰ and iteration n ≥ 2 use t = n
-    (SPEC §11.6); ``fix_first_step`` (the default) uses t = n from iteration 1 on.
+    (docs/method.md §11.6); ``fix_first_step`` (the default) uses t = n from iteration 1 on.
     """
     t = step if (fix_first_step or step > 1) else total
     t = min(max(t, 0), total)
@@ -221,7 +221,7 @@ def gamma_ramp(gamma0: float, step: int, total: int, fix_first_step: bool = True
 def classification_weights(probs: torch.Tensor, labels: torch.Tensor, confidences: torch.Tensor, num_pseudo: int,
                            gamma1: float, gamma2: float, labeled_weight: float = 1.0
                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """SPEC §3.3 step 1: per-sample DMT weights from the current net's softmax on the un-mixed batch.
+    """docs/method.md §3.3 step 1: per-sample DMT weights from the current net's softmax on the un-mixed batch.
 
     ``labels`` (N,) hard labels, ``confidences`` (N,) the teacher's (1 for labelled samples).
     Labelled samples get ``labeled_weight``. With γ1 = γ2 = 0 (curriculum labelling) every pseudo
@@ -246,7 +246,7 @@ def batch_mean(per_sample: torch.Tensor, global_size: int | None = None) -> torc
 
 def mixup_weighted_ce(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch.Tensor, lam,
                       weights: torch.Tensor | None = None, global_size: int | None = None) -> torch.Tensor:
-    """SPEC §3.3 step 3: (1/N) Σ w̃_n [λ·CE(f(x̃_n), y_n) + (1−λ)·CE(f(x̃_n), y_π(n))], hard labels.
+    """docs/method.md §3.3 step 3: (1/N) Σ w̃_n [λ·CE(f(x̃_n), y_n) + (1−λ)·CE(f(x̃_n), y_π(n))], hard labels.
 
     ``weights`` None means all 1 (the supervised mixup baseline of ``main_fs``). Under torchrun the
     rows are this rank's share and ``global_size`` is N (:func:`batch_mean`).

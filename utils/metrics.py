@@ -1,4 +1,4 @@
-"""Evaluation metrics on the device (SPEC §8): confusion matrix → pixel accuracy, IoU, mIoU; top-1
+"""Evaluation metrics on the device (docs/method.md §8): confusion matrix → pixel accuracy, IoU, mIoU; top-1
 and the "fine-grained" accuracy of the classification programs. Results are read back once, at the end."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Mixup (SPEC §3.3): λ ~ Beta(α, α) from numpy, optionally λ ← max(λ, 1 − λ); one permutation of
+"""Mixup (docs/method.md §3.3): λ ~ Beta(α, α) from numpy, optionally λ ← max(λ, 1 − λ); one permutation of
 the whole batch mixes inputs and (for DMT) the per-sample weights alike."""
 from __future__ import annotations
 

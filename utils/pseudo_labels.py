@@ -1,4 +1,4 @@
-"""Pseudo-labelling: the class-balanced curriculum (CBC) of SPEC §2.1 and the global curriculum of §2.2.
+"""Pseudo-labelling: the class-balanced curriculum (CBC) of docs/method.md §2.1 and the global curriculum of §2.2.
 
 Everything runs with torch on the tensors' device; nothing loops over pixels in Python.
 
@@ -20,7 +20,7 @@ import torch
 from utils import distributed
 
 IGNORE_INDEX = 255
-MISSING_CLASS_THRESHOLD = 1e-5  # SPEC §2.1: a class with n·r < 1 keeps every pixel predicted as it
+MISSING_CLASS_THRESHOLD = 1e-5  # docs/method.md §2.1: a class with n·r < 1 keeps every pixel predicted as it
 
 
 def class_balanced_thresholds(confidences: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -29,7 +29,7 @@ def class_balanced_thresholds(confidences: torch.Tensor, labels: torch.Tensor, n
 
     With the n_c samples of class c sorted ascending as P_c:
     ratio ≥ 1 → P_c[0] (the class minimum); n_c·ratio < 1 → 1e-5; else P_c[n_c − ⌊n_c·ratio⌋ − 1].
-    A class without samples gets 1e-5 for any ratio (the original crashed at ratio ≥ 1, SPEC §11.10).
+    A class without samples gets 1e-5 for any ratio (the original crashed at ratio ≥ 1, docs/method.md §11.10).
 
     Every P_c at once, on the device: the samples sorted by confidence, then stably by class, lie
     class after class, each class ascending; class c's P_c starts after the n_0 + … + n_{c−1}
@@ -62,7 +62,7 @@ def class_balanced_thresholds(confidences: torch.Tensor, labels: torch.Tensor, n
 
 
 def sample_pixels(confidence: torch.Tensor, label: torch.Tensor, stride: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every ``stride``-th pixel of each image, flattened row-major from index 0 (SPEC §2.1 step 4).
+    """Every ``stride``-th pixel of each image, flattened row-major from index 0 (docs/method.md §2.1 step 4).
 
     ``confidence``/``label``: ``(H, W)`` or ``(N, H, W)`` (each image sampled on its own).
     """
@@ -118,7 +118,7 @@ class CBCSampler:
 
 def threshold_labels(confidence: torch.Tensor, label: torch.Tensor, thresholds: torch.Tensor,
                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """``label``, set to ``ignore_index`` where confidence < t_label (strict, SPEC §2.1 step 6).
+    """``label``, set to ``ignore_index`` where confidence < t_label (strict, docs/method.md §2.1 step 6).
 
     Takes the (possibly fp16-rounded) confidences the labeller stores, so the 255 decisions match
     the files exactly.
@@ -130,7 +130,7 @@ def apply_thresholds(probs: torch.Tensor, thresholds: torch.Tensor, ignore_index
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(label, confidence)`` from softmax probabilities ``(C, H, W)`` or ``(N, C, H, W)``.
 
-    label = argmax, set to ``ignore_index`` where confidence < t_label (strict, SPEC §2.1 step 6);
+    label = argmax, set to ``ignore_index`` where confidence < t_label (strict, docs/method.md §2.1 step 6);
     confidence = max probability at every pixel, ignored ones included.
     """
     confidence, label = probs.max(dim=-3)
@@ -138,7 +138,7 @@ def apply_thresholds(probs: torch.Tensor, thresholds: torch.Tensor, ignore_index
 
 
 def global_confidence_threshold(confidences: torch.Tensor, ratio: float) -> torch.Tensor:
-    """The classification curriculum threshold k of SPEC §2.2 (images with confidence > k are kept).
+    """The classification curriculum threshold k of docs/method.md §2.2 (images with confidence > k are kept).
 
     ratio ≥ 1 → 0; else P[int(−r·N + 1)] of the ascending confidences (Python indexing, as the
     original: the (r·N − 1)-th largest value, so r·N − 2 images are kept without ties).

@@ -1,4 +1,4 @@
-"""Per-iteration learning-rate schedules: poly (segmentation, SPEC §7.1) and cosine (classification, §7.2)."""
+"""Per-iteration learning-rate schedules: poly (segmentation, docs/method.md §7.1) and cosine (classification, §7.2)."""
 from __future__ import annotations
 
 import math

@@ -11,7 +11,7 @@ Statistics: a 0-d stat is averaged over a logging interval and logged as ``train
 stat holds the counts of equal-width bins over [0, 1] (e.g. ``weights_hist``, :func:`utils.losses.weight_stats`),
 is summed over the interval and logged as a TensorBoard histogram ``train/<name>``.
 
-Validation schedule (SPEC §8): after step ``s`` (1-based) when ``s % val_every == val_every - 1`` or
+Validation schedule (docs/method.md §8): after step ``s`` (1-based) when ``s % val_every == val_every - 1`` or
 ``s == total_steps - 1``. A snapshot is saved when the metric is strictly better (``>=`` with
 ``snapshot_on_equal``, as the original classification DMT program). The model is evaluated once more
 after the last step: that *final* metric is reported beside the best one but does not compete for

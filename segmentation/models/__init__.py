@@ -1,4 +1,4 @@
-"""DeepLab-v2 segmentation models (SPEC §4.1–4.2)."""
+"""DeepLab-v2 segmentation models (docs/method.md §4.1–4.2)."""
 from segmentation.models.backbones import BACKBONES, build_trunk
 from segmentation.models.deeplab_v2 import (ASPPv2, DeepLabV2, deeplab_v2, logits_to_stride8, parameter_groups,
                                             stride8_size)

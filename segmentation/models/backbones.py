@@ -18,7 +18,7 @@ def resnet_trunk(depth: int) -> nn.Sequential:
     """torchvision ResNet-``depth`` (V1.5) with layer3/layer4 dilated (2, 4), cut after layer4.
 
     ``replace_stride_with_dilation=[False, True, True]`` keeps each dilated stage's first block at
-    the previous dilation (1 and 2), as torchvision does (SPEC §4.1). Output: 2048 channels, stride 8.
+    the previous dilation (1 and 2), as torchvision does (docs/method.md §4.1). Output: 2048 channels, stride 8.
     """
     builders = {101: resnet.resnet101, 50: resnet.resnet50}
     net = builders[depth](weights=None, replace_stride_with_dilation=[False, True, True])

@@ -1,4 +1,4 @@
-"""DeepLab-v2: a dilated backbone (output stride 8) plus the ASPP-v2 head (SPEC §4.1).
+"""DeepLab-v2: a dilated backbone (output stride 8) plus the ASPP-v2 head (docs/method.md §4.1).
 
 Module names follow the original DST-CBC model, so checkpoints are interchangeable: the backbone's
 keys are ``backbone.<torchvision key>``, the head's ``classifier.0.convs.K.{weight,bias}``.
@@ -19,7 +19,7 @@ from segmentation.models.pretrained import imagenet_weights_file, load_backbone_
 class ASPPv2(nn.Module):
     """Sum of 3×3 convs with bias, dilation = padding = rate; no BN, ReLU or dropout; default init.
 
-    As in the original code (SPEC §4.1, §11.1) only the first two branches (rates 6 and 12) are
+    As in the original code (docs/method.md §4.1, §11.1) only the first two branches (rates 6 and 12) are
     summed unless ``all_branches``; the other branches still exist, so checkpoints and parameter
     counts match. Their parameters get ``requires_grad=False``: they never receive a gradient in the
     original either, so SGD (which skips parameters without a gradient, weight decay included) never
@@ -106,7 +106,7 @@ def deeplab_v2(num_classes: int, backbone: str = "resnet101", pretrained: str | 
 
 
 def parameter_groups(model: nn.Module, lr: float) -> list[dict]:
-    """SGD parameter groups (backbone, head), both at ``lr`` (SPEC §4.1: no 10× head lr).
+    """SGD parameter groups (backbone, head), both at ``lr`` (docs/method.md §4.1: no 10× head lr).
 
     All parameters are listed, the frozen unused ASPP branches included (as in the original's
     optimizer); SGD leaves parameters without a gradient untouched.
