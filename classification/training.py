@@ -62,10 +62,9 @@ from utils.losses import (batch_mean, classification_weights, dmt_loss, gamma_ra
                           mixup_weighted_ce)
 from utils.mixup import mix, random_permutation, sample_lambda
 from utils.run_log import RunLogger, finish_run, save_config
-from utils.schedules import cosine_scheduler
+from utils.schedules import SGD_MOMENTUM, cosine_scheduler
 from utils.trainer import FitResult, Trainer
 
-MOMENTUM = 0.9
 PSEUDO_STREAM_SEED_OFFSET = 7919  # the pseudo stream's shuffling/augmentation seed differs from the labelled one's
 
 
@@ -290,7 +289,7 @@ def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
     total_steps = args.epochs * steps_per_epoch
     val_loader = evaluation_loader(args, rt)
     model = build_model(args, rt)
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM, weight_decay=args.weight_decay,
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=SGD_MOMENTUM, weight_decay=args.weight_decay,
                                 fused=True if rt.device.type == "cuda" else None)  # fused: fp16 GradScaler without a per-step sync
     scheduler = cosine_scheduler(optimizer, total_steps)
     ema = ModelEMA(model, args.ema_decay)

@@ -13,12 +13,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.transforms import v2
 
 from segmentation.datasets import CITY_NUM_CLASSES, VOC_NUM_CLASSES, CityscapesSegmentation, VOCSegmentation
 from segmentation.models import deeplab_v2
-from segmentation.transforms import (CITY_CROP_SIZE, VOC_CROP_SIZE, Normalize, Resize, ToFloatImage,
-                                     default_test_size, test_transforms, train_transforms)
+from segmentation.transforms import (CITY_CROP_SIZE, VOC_CROP_SIZE, default_test_size, test_transforms,
+                                     train_transforms)
 from utils.checkpoint import load_model_weights
 
 DEFAULT_DATA_ROOTS = {"voc": "datasets/VOCdevkit/VOC2012", "city": "datasets/cityscapes"}
@@ -76,13 +75,9 @@ def training_set(args: argparse.Namespace, list_name: str, pseudo_dir: str | Pat
                  load_labels: bool = True):
     """Training items (labelled GT or, with ``pseudo_dir``, pseudo labels; images only without
     ``load_labels``) with the training augmentation of docs/method.md §6.1; City images are first resized to
-    the test size (512×1024). ``--no-aug`` (unused by the scripts) only resizes pseudo-labelled
-    items to the crop size."""
-    if pseudo_dir is not None and args.no_aug:
-        transforms = v2.Compose([ToFloatImage(), Resize(*crop_size(args)), Normalize(input_norm(args))])
-    else:
-        resize = test_size(args) if args.dataset == "city" else None
-        transforms = train_transforms(args.dataset, crop_size(args), input_norm(args), resize=resize)
+    the test size (512×1024)."""
+    resize = test_size(args) if args.dataset == "city" else None
+    transforms = train_transforms(args.dataset, crop_size(args), input_norm(args), resize=resize)
     return _dataset(args, list_name, transforms, pseudo_dir=pseudo_dir, load_labels=load_labels)
 
 

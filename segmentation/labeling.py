@@ -52,6 +52,7 @@ from segmentation import builders, run_state
 from segmentation.label_cache import CACHE_FILE, LabelCache, cache_budget_bytes
 from segmentation.datasets import collate, read_rgb
 from segmentation.evaluation import upsampled_probabilities
+from segmentation.palette import palette, sample_strip
 from utils import distributed, label_quality
 from utils.batches import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
@@ -108,8 +109,8 @@ def predict(model: nn.Module, images: torch.Tensor, round_fp16: bool) -> tuple[t
     return confidence, label
 
 
-def labelled_batches(model: nn.Module, loader: Iterable, device: torch.device, precision, memory_format
-                     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str],
+def predicted_batches(model: nn.Module, loader: Iterable, device: torch.device, precision, memory_format
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, list[str],
                                          list[tuple[int, int]]]]:
     """Per batch: confidence and label at the test size, the ground truth at the test size (None
     unless the loader gives it), the ids, and each image's crop (h, w) (its original size clamped
@@ -240,7 +241,7 @@ def label_pass(model: nn.Module, loader: Iterable, device: torch.device, precisi
     teacher = ConfusionMatrix(num_classes, device) if diagnostics else None
     cache = LabelCache(cache_bytes, folder / CACHE_FILE.format(rank=distributed.info().rank)) if cache_bytes > 0 else None
     try:
-        batches = labelled_batches(model, loader, device, precision, memory_format)
+        batches = predicted_batches(model, loader, device, precision, memory_format)
         collect_samples(wrap(batches, desc="labelling" if cache else "labelling 1/2"), sampler, teacher, cache,
                         cache_half=precision.enabled)
         thresholds = sampler.thresholds(ratio)
@@ -251,7 +252,7 @@ def label_pass(model: nn.Module, loader: Iterable, device: torch.device, precisi
             counts = torch.tensor([float(kept), float(total)], dtype=torch.float64, device=device)
         else:
             kept_cm = ConfusionMatrix(num_classes, device) if diagnostics else None
-            batches = labelled_batches(model, loader, device, precision, memory_format)
+            batches = predicted_batches(model, loader, device, precision, memory_format)
             with AsyncNpyWriter() as writer:
                 counts = torch.stack(write_labels(wrap(batches, desc="labelling 2/2"), thresholds, folder, writer,
                                                   kept_cm))
@@ -310,7 +311,7 @@ def log_sample_images(logger: RunLogger, dataset, folder: Path, step: int, colou
         rgb = read_rgb(dataset.image_path(sample_id))
         if dataset.dataset_name == "city" and rgb.shape[:2] != (h, w):  # City labels at the resized size
             rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
-        logger.writer.add_image(f"labeling/sample_{index}", label_quality.sample_strip(rgb, pseudo, gt, colours),
+        logger.writer.add_image(f"labeling/sample_{index}", sample_strip(rgb, pseudo, gt, colours),
                                 step, dataformats="HWC")
 
 
@@ -323,7 +324,9 @@ def run_labeling(args: argparse.Namespace, rt: Runtime) -> None:
     partial = target.with_name(target.name + run_state.PARTIAL_SUFFIX)
     num_classes = builders.num_classes(args)
     dataset, gt = labeling_dataset(args, not args.no_gt_diagnostics, announce=rt.dist.is_main)
-    if distributed.broadcast_object(gt) != gt:  # every rank must run the same collectives
+    # every rank must run the same collectives: ground-truth diagnostics on all ranks or on none
+    with_gt = distributed.sum_over_ranks({"gt": torch.tensor(float(gt), device=rt.device)})["gt"]
+    if gt and int(with_gt) != rt.dist.world_size:
         dataset, gt = labeling_dataset(args, False, announce=False)
     model = builders.build_model(args, rt.device, rt.memory_format).eval()
     if args.compile:
@@ -379,7 +382,7 @@ def _finish(args: argparse.Namespace, rt: Runtime, dataset, result: PassResult, 
     logger = RunLogger(run_state.run_files(args).tb_dir, tb_name)
     try:
         label_quality.log_scalars(logger, record, step)
-        log_sample_images(logger, dataset, partial, step, label_quality.palette(args.dataset))
+        log_sample_images(logger, dataset, partial, step, palette(args.dataset))
     finally:
         logger.close()
     _swap_into_place(partial, target)

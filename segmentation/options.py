@@ -34,7 +34,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--do-not-save", action="store_true", help="delete the best snapshot at the end instead of keeping it")
     p.add_argument("--coco", action="store_true", help="COCO/Caffe input convention (BGR, 0-255, mean subtraction)")
     p.add_argument("--valtiny", action="store_true", help="validate on the 20-image valtiny list")
-    p.add_argument("--no-aug", action="store_true", help="pseudo data: only resize, no augmentation (unused by scripts)")
     p.add_argument("--labeling", action="store_true", help="with --state 1: write pseudo labels only")
     p.add_argument("--continue-from", default=None, help="weights to start from, to label with, or to test")
     p.add_argument("--train-set", default="1", help="split prefix: {train-set}_labeled_{sets-id}.txt")

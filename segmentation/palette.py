@@ -26,15 +26,16 @@ CITY_TRAIN_ID_COLOURS = (
     (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
     (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
     (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32))
-CITY_PALETTE = np.zeros((256, 3), dtype=np.uint8)  # 255 and unused indices black
+CITY_PALETTE = np.zeros((256, 3), dtype=np.uint8)  # unused indices black
 CITY_PALETTE[:len(CITY_TRAIN_ID_COLOURS)] = CITY_TRAIN_ID_COLOURS
+CITY_PALETTE[255] = VOC_PALETTE[255]  # ignored pixels in VOC's cream in both palettes
 
 VAL_PICTURES = 4  # validation images shown in TensorBoard at every validation (val/pictures/<i>)
 
 
 def palette(dataset: str) -> np.ndarray:
     """(256, 3) uint8 colours of the class indices: the standard VOC colormap (255 = cream), or the
-    Cityscapes colours of the 19 train ids (255 and unused ids black)."""
+    Cityscapes colours of the 19 train ids (unused ids black, 255 cream)."""
     if dataset == "voc":
         return VOC_PALETTE.copy()
     if dataset != "city":
@@ -69,3 +70,14 @@ def picture_strips(samples: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | No
     colours = palette(dataset)
     strips = torch.cat([denormalise(images, norm), colourise(labels, colours), colourise(predictions, colours)], dim=3)
     return [strip.numpy() for strip in strips]
+
+
+def sample_strip(rgb: np.ndarray, pseudo: np.ndarray, gt: np.ndarray | None, colours: np.ndarray) -> np.ndarray:
+    """H×(2 or 3)W×3 uint8: the image, its pseudo labels (ignored pixels in the 255 colour) and the
+    ground truth, side by side with 2-pixel white gaps."""
+    h, w = pseudo.shape
+    gap = np.full((h, 2, 3), 255, dtype=np.uint8)
+    parts = [rgb[:h, :w], gap, colours[pseudo.astype(np.uint8)]]
+    if gt is not None:
+        parts += [gap, colours[gt[:h, :w].astype(np.uint8)]]
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))

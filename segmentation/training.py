@@ -41,15 +41,14 @@ from utils.cli import Runtime, data_loader_kwargs
 from utils.errors import UserError
 from utils.losses import dmt_loss, online_loss, supervised_loss
 from utils.run_log import RunLogger, finish_run, save_config
-from utils.schedules import poly_scheduler
+from utils.schedules import SGD_MOMENTUM, poly_scheduler
 from utils.trainer import Trainer
 
-MOMENTUM = 0.9
 PSEUDO_SEED_OFFSET = 1_000_003  # the pseudo stream's shuffling seed differs from the labelled one's
 
 
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
-    return torch.optim.SGD(parameter_groups(model, args.lr), lr=args.lr, momentum=MOMENTUM,
+    return torch.optim.SGD(parameter_groups(model, args.lr), lr=args.lr, momentum=SGD_MOMENTUM,
                            weight_decay=args.weight_decay)
 
 

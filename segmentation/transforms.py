@@ -34,7 +34,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-IGNORE_INDEX = 255
+from utils.losses import IGNORE_INDEX  # noqa: F401 (also re-exported for the data tools)
+
 
 VOC_CROP_SIZE = (321, 321)
 VOC_TEST_SIZE = (505, 505)

@@ -21,7 +21,7 @@ from segmentation.generate_splits import id_list_text
 from segmentation.main import main as seg_main
 from utils.data_check import Item, check_items
 from utils.errors import UserError, run_cli
-from utils.pseudo_labels import select_confident
+from utils.pseudo_labels import global_confidence_threshold
 
 
 def jpeg_bytes(w=40, h=30, seed=0) -> bytes:
@@ -166,7 +166,7 @@ def test_label_ratio_check_agrees_with_the_curriculum_selection():
         for r in [k / (20 * n) for k in range(1, 200)] + [smallest_label_ratio(n)]:
             if r >= 1:
                 continue
-            kept = int(select_confident(conf, r).sum())
+            kept = int((conf > global_confidence_threshold(conf, r)).sum())
             try:
                 check_label_ratio(r, n, "split")
                 ok = True
@@ -174,7 +174,7 @@ def test_label_ratio_check_agrees_with_the_curriculum_selection():
                 ok = False
             assert ok == (kept not in (0, n - 1)), (n, r, kept)
         smallest = smallest_label_ratio(n)
-        assert int(select_confident(conf, smallest).sum()) >= 1
+        assert int((conf > global_confidence_threshold(conf, smallest)).sum()) >= 1
         below = float(f"{smallest * (1 - 1e-3):.6g}")
         with pytest.raises(UserError, match=f"--label-ratio >= {smallest:g}"):
             check_label_ratio(below, n, "split")

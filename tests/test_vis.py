@@ -129,7 +129,7 @@ def test_palettes():
     city = palette("city")
     assert city[0].tolist() == [128, 64, 128] and city[13].tolist() == [0, 0, 142]  # road, car
     assert city[18].tolist() == list(CITY_LABELS[CITY_TRAIN_LABEL_IDS[18]][1]) == [119, 11, 32]  # bicycle
-    assert city[255].tolist() == [0, 0, 0]
+    assert city[255].tolist() == [224, 224, 192] and city[19:255].max() == 0
 
 
 # ----------------------------------------------------------------------------- a tiny DMT run

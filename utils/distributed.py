@@ -203,8 +203,7 @@ def per_rank(global_batch: int, flag: str = "") -> int:
     return max(1, math.ceil(global_batch / info().world_size))
 
 
-def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool | None = False,
-               find_unused_parameters: bool = False) -> nn.Module:
+def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool | None = False) -> nn.Module:
     """DDP-wrap ``model`` under torchrun, converting BatchNorm to SyncBatchNorm when ``sync_bn``.
 
     ``sync_bn=None`` (segmentation's default) means: SyncBatchNorm on CUDA, whose BN then sees the
@@ -222,5 +221,4 @@ def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool | None = Fa
             raise UserError("--sync-bn: SyncBatchNorm needs CUDA devices; use --no-sync-bn for CPU/gloo runs")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids,
-                                               find_unused_parameters=find_unused_parameters)
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)

@@ -39,10 +39,6 @@ import numpy as np
 
 SAMPLE_IMAGES = 4  # unlabelled images shown in TensorBoard after each segmentation labelling pass
 
-# Cityscapes train-id colours (the official cityscapesScripts labels.py), index 255 as VOC's void.
-CITY_COLOURS = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
-                (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
-                (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32))
 PHASE = re.compile(r"__p(\d+)")
 
 
@@ -142,26 +138,3 @@ def log_fields(record_path: str | os.PathLike | None) -> dict[str, Any]:
         if isinstance(diag.get(key), (int, float)):
             fields[field] = float(diag[key])
     return fields
-
-
-def palette(dataset: str) -> np.ndarray:
-    """(256, 3) uint8: the VOC colormap, or the Cityscapes train-id colours; 255 (ignored / void)
-    is VOC's cream (224, 224, 192) in both."""
-    from data.synthetic import voc_palette
-
-    colours = voc_palette().copy()
-    if dataset == "city":
-        colours[: len(CITY_COLOURS)] = np.array(CITY_COLOURS, dtype=np.uint8)
-        colours[len(CITY_COLOURS):255] = 0
-    return colours
-
-
-def sample_strip(rgb: np.ndarray, pseudo: np.ndarray, gt: np.ndarray | None, colours: np.ndarray) -> np.ndarray:
-    """H×(2 or 3)W×3 uint8: the image, its pseudo labels (ignored pixels in the 255 colour) and the
-    ground truth, side by side with 2-pixel white gaps."""
-    h, w = pseudo.shape
-    gap = np.full((h, 2, 3), 255, dtype=np.uint8)
-    parts = [rgb[:h, :w], gap, colours[pseudo.astype(np.uint8)]]
-    if gt is not None:
-        parts += [gap, colours[gt[:h, :w].astype(np.uint8)]]
-    return np.ascontiguousarray(np.concatenate(parts, axis=1))

@@ -8,18 +8,15 @@ Segmentation labelling (:mod:`segmentation.labeling`, one forward pass per image
    image (row-major, from index 0), batch by batch, on the device; :meth:`CBCSampler.thresholds`
    turns them into one threshold per class with :func:`class_balanced_thresholds` (samples of all
    torchrun ranks pooled, so the thresholds equal a single process's);
-2. :func:`threshold_labels` / :func:`apply_thresholds` label every pixel with its argmax class, or
+2. :func:`threshold_labels` labels every pixel with its argmax class, or
    255 where its confidence is below its class's threshold (strictly), and keep the confidence.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 
 from utils import distributed
-
-IGNORE_INDEX = 255
+from utils.losses import IGNORE_INDEX
 MISSING_CLASS_THRESHOLD = 1e-5  # docs/method.md §2.1: a class with n·r < 1 keeps every pixel predicted as it
 
 
@@ -126,17 +123,6 @@ def threshold_labels(confidence: torch.Tensor, label: torch.Tensor, thresholds: 
     return label.masked_fill(confidence < thresholds.to(confidence.dtype)[label], ignore_index)
 
 
-def apply_thresholds(probs: torch.Tensor, thresholds: torch.Tensor, ignore_index: int = IGNORE_INDEX
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(label, confidence)`` from softmax probabilities ``(C, H, W)`` or ``(N, C, H, W)``.
-
-    label = argmax, set to ``ignore_index`` where confidence < t_label (strict, docs/method.md §2.1 step 6);
-    confidence = max probability at every pixel, ignored ones included.
-    """
-    confidence, label = probs.max(dim=-3)
-    return threshold_labels(confidence, label, thresholds, ignore_index), confidence
-
-
 def global_confidence_threshold(confidences: torch.Tensor, ratio: float) -> torch.Tensor:
     """The classification curriculum threshold k of docs/method.md §2.2 (images with confidence > k are kept).
 
@@ -151,13 +137,3 @@ def global_confidence_threshold(confidences: torch.Tensor, ratio: float) -> torc
     if not -n <= index < n:
         raise ValueError(f"ratio {ratio} with {n} images selects index {index}, outside the sorted list")
     return torch.sort(confidences).values[index]
-
-
-def select_confident(confidences: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Boolean mask of the images the classification curriculum keeps (strictly above k)."""
-    return confidences.reshape(-1).float() > global_confidence_threshold(confidences, ratio)
-
-
-def kept_fraction(labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> float:
-    """Fraction of pixels not ignored (the labelling pass prints it)."""
-    return float((labels != ignore_index).float().mean()) if labels.numel() else math.nan

@@ -1,9 +1,12 @@
-"""Per-iteration learning-rate schedules: poly (segmentation, docs/method.md §7.1) and cosine (classification, §7.2)."""
+"""The optimizer settings both tasks share (SGD momentum) and the per-iteration learning-rate
+schedules: poly (segmentation, docs/method.md §7.1) and cosine (classification, §7.2)."""
 from __future__ import annotations
 
 import math
 
 import torch
+
+SGD_MOMENTUM = 0.9  # both tasks' SGD (docs/method.md §7.1, §7.2)
 
 
 def poly_factor(step: int, total: int, power: float = 0.9) -> float:
