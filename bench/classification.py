@@ -144,7 +144,12 @@ def pil_loader(images: np.ndarray, workers: int, batch: int, batches: int) -> fl
     timed from the arrival of the ``workers``-th batch (every worker has started and delivered one)
     over the next ``batches`` batches (each worker prefetches one batch ahead)."""
     dataset = CifarDataset(images, np.zeros(len(images), np.int64), train_transform())
-    stream = EpochStream(dataset, batch, seed=SEED, num_workers=workers, persistent_workers=True, prefetch_factor=1)
+    return loader_rate(EpochStream(dataset, batch, seed=SEED, num_workers=workers, persistent_workers=True,
+                                   prefetch_factor=1), workers, batch, batches)
+
+
+def loader_rate(stream: EpochStream, workers: int, batch: int, batches: int) -> float:
+    """Images/s of ``stream`` from the arrival of its ``workers``-th batch over ``batches`` more."""
     it = stream.iterate(0)
     for _ in range(workers):  # start-up
         next(it)
@@ -152,7 +157,7 @@ def pil_loader(images: np.ndarray, workers: int, batch: int, batches: int) -> fl
     for _ in range(batches):
         next(it)
     seconds = time.perf_counter() - start
-    del it, stream
+    del it
     return batches * batch / seconds
 
 
@@ -176,17 +181,9 @@ def batched_loader(images: np.ndarray, workers: int, batch: int, batches: int) -
     """Images/s of the batched path on the CPU in a ``workers``-process DataLoader (1 torch thread
     each, as DataLoader workers run), timed like :func:`pil_loader`."""
     dataset = _raw(images)
-    stream = EpochStream(dataset, batch, seed=SEED, collate_fn=_AugmentingCollate(1, 10, dataset.empty_targets()),
-                         num_workers=workers, persistent_workers=True, prefetch_factor=1)
-    it = stream.iterate(0)
-    for _ in range(workers):
-        next(it)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(it)
-    seconds = time.perf_counter() - start
-    del it, stream
-    return batches * batch / seconds
+    return loader_rate(EpochStream(dataset, batch, seed=SEED, collate_fn=_AugmentingCollate(1, 10, dataset.empty_targets()),
+                                   num_workers=workers, persistent_workers=True, prefetch_factor=1),
+                       workers, batch, batches)
 
 
 def batched_rates(images: np.ndarray, device: torch.device, threads: int, batch: int, batches: int) -> dict:

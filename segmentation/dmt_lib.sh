@@ -24,24 +24,6 @@
 
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../utils/launch.sh"
 
-# amp_default DEVICE: the AMP default follows the device: 1 on CUDA (the original's scripts trained
-# with apex O1 mixed precision), 0 on CPU (one stderr line says so: half precision is emulated or
-# slow on many CPUs; an fp16 training step measured 10-200x slower than fp32 on a CPU here).
-# DEVICE=auto asks the interpreter whether CUDA is available (once per script, ~1 s).
-amp_default() {
-    local cuda=0
-    case "$1" in
-        cuda*) cuda=1 ;;
-        cpu) cuda=0 ;;
-        *) if "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then cuda=1; fi ;;
-    esac
-    if [ "$cuda" = 1 ]; then
-        echo 1
-    else
-        echo "note: AMP=0 (fp32) on CPU, where half precision is emulated and slow; AMP=1 forces fp16 mixed precision" >&2
-        echo 0
-    fi
-}
 
 abs_path() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 
