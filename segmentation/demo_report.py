@@ -187,7 +187,7 @@ def figure(summary: dict, out: Path, exp: str, image_dir: Path, samples: int = 4
     ax.set_xlabel("phase (0 = baseline)")
     ax.set_ylabel("val mIoU (%)")
     ax.set_xticks(phases)
-    ax.legend(loc="center right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     ax.set_title("DMT on synthetic VOC")
     if labels:
         acc_ax = fig.add_subplot(grid[split:, 0])
