@@ -321,4 +321,4 @@ def test_tiny_cifar_table_on_two_cpu_slots(tmp_path):
                    f"`{runs}/logs/{experiment}-{seed}.log` |")
             assert row in report, report
         assert f"### {experiment}" in report  # utils.report's own table follows
-    assert re.search(r"\| `p1--test` \| [^|]+ \| 2 \| 1, 2 \|", report)
+    assert re.search(r"\| `p1--test` \| accuracy \| test \| [^|]+ \| 2 \| 1, 2 \|", report)
