@@ -186,9 +186,17 @@ for ((s = 0; s < ${#SLOTS[@]}; s++)); do SLOT_FREE+=(1); done
 : > "$STATUS"
 
 stop_all() {
-    local pid
+    local pid tries
     for pid in "${!PID_JOB[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
     wait || true
+    # the group leaders are gone; wait for the rest of each group (the programs they ran), 10 s at most
+    for pid in "${!PID_JOB[@]}"; do
+        for ((tries = 0; tries < 100; tries++)); do
+            kill -0 -- "-$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+    done
     echo "interrupted: rerun the same command to continue" >&2
     exit 130
 }
