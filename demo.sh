@@ -16,8 +16,8 @@
 # backbone trained from scratch (no pretrained weights offline), 97x97 crops, few epochs, fp32,
 # a learning rate for from-scratch training, and the two models' halves of each phase run side by
 # side (PARALLEL_MODELS). Every variable below can be overridden from the environment.
-# Measured on this project's 2-core CPU machine (2026-11-25): baseline 61.00 -> DMT 66.39 mIoU,
-# all labels 77.09, 10.1 min with the .venv already set up. Other class sets: README's demo table.
+# Measured on this project's 2-core CPU machine (2026-12-01): baseline 61.00 -> DMT 66.39 mIoU,
+# all labels 77.09, 8.7 min with the .venv already set up. Other class sets: README's demo table.
 set -euo pipefail
 cd "$(dirname "$0")"
 source utils/ensure_env.sh
