@@ -46,24 +46,22 @@ def quality(kept, teacher) -> dict[str, Any]:
     """The figures of the module docstring from the two C×C confusion matrices (torch tensors)."""
     import torch
 
+    from utils.metrics import confusion_scores
+
     k, t = kept.double().cpu(), teacher.double().cpu()
     diag = torch.diag(k)
 
     def ratio(num: torch.Tensor, den: torch.Tensor) -> list[float | None]:
         return [None if float(d) == 0 else float(n) / float(d) * 100 for n, d in zip(num, den)]
 
-    def miou(m: torch.Tensor) -> float | None:
-        d = torch.diag(m)
-        union = m.sum(0) + m.sum(1) - d
-        present = union > 0
-        return float((d[present] / union[present]).mean()) * 100 if bool(present.any()) else None
+    def finite(value: float) -> float | None:
+        return value if math.isfinite(value) else None
 
-    total_kept, total_gt = float(k.sum()), float(t.sum())
-    return {"gt_count": int(total_gt), "kept_gt_count": int(total_kept),
-            "accuracy": float(diag.sum()) / total_kept * 100 if total_kept else None,
-            "precision": ratio(diag, k.sum(0)), "recall": ratio(diag, t.sum(1)), "miou": miou(k),
-            "teacher_accuracy": float(torch.diag(t).sum()) / total_gt * 100 if total_gt else None,
-            "teacher_miou": miou(t)}
+    kept_scores, teacher_scores = confusion_scores(k), confusion_scores(t)
+    return {"gt_count": int(t.sum()), "kept_gt_count": int(k.sum()),
+            "accuracy": finite(kept_scores["pixel_acc"]),
+            "precision": ratio(diag, k.sum(0)), "recall": ratio(diag, t.sum(1)), "miou": finite(kept_scores["miou"]),
+            "teacher_accuracy": finite(teacher_scores["pixel_acc"]), "teacher_miou": finite(teacher_scores["miou"])}
 
 
 def series(exp_name: str, continue_from: str | None, phase: int | None) -> tuple[str, int | None]:

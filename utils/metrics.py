@@ -35,14 +35,20 @@ class ConfusionMatrix:
         prediction (NaN IoUs skipped); on VOC/Cityscapes val every class is present, so this is the
         original's mean over all C classes.
         """
-        h = self.matrix.double()
-        diag = torch.diag(h)
-        iou = diag / (h.sum(1) + h.sum(0) - diag)
-        total = h.sum()
-        pixel_acc = (diag.sum() / total) if total > 0 else torch.tensor(float("nan"))
-        miou = torch.nanmean(iou) if torch.isfinite(iou).any() else torch.tensor(float("nan"))
-        return {"pixel_acc": float(pixel_acc) * 100, "miou": float(miou) * 100,
-                "iou": [float(v) * 100 for v in iou.cpu()]}
+        return confusion_scores(self.matrix)
+
+
+def confusion_scores(matrix: torch.Tensor) -> dict[str, object]:
+    """:meth:`ConfusionMatrix.compute` of a C×C matrix (rows ground truth, columns prediction):
+    ``pixel_acc``, ``miou`` (NaN when empty) and per-class ``iou``, ×100."""
+    h = matrix.double()
+    diag = torch.diag(h)
+    iou = diag / (h.sum(1) + h.sum(0) - diag)
+    total = h.sum()
+    pixel_acc = (diag.sum() / total) if total > 0 else torch.tensor(float("nan"))
+    miou = torch.nanmean(iou) if torch.isfinite(iou).any() else torch.tensor(float("nan"))
+    return {"pixel_acc": float(pixel_acc) * 100, "miou": float(miou) * 100,
+            "iou": [float(v) * 100 for v in iou.cpu()]}
 
 
 class AccuracyMeter:
