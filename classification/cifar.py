@@ -35,17 +35,15 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from classification.run_config import CIFAR_FOLDER
 from utils.errors import UserError
 from utils.io import require_dir, require_file, save_pickle_atomic
 
-CIFAR_FOLDER = "cifar-10-batches-py"
 NUM_CLASSES = 10
 IMAGE_SIZE = 32
 ROW_LENGTH = 3 * IMAGE_SIZE * IMAGE_SIZE  # 3072
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
-TEST_SET = "test"
-PSEUDO_SUFFIX = "_pseudo"
 SPLITS_HINT = "run python -m classification.generate_splits --root DIR"
 DOWNLOAD_HINT = ("download and extract cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
                  "(or python -m data.synthetic --kind cifar10) into the root folder")
@@ -61,12 +59,6 @@ class CifarArrays(NamedTuple):
 def cifar_folder(root: str | os.PathLike) -> Path:
     """``<root>/cifar-10-batches-py``, which must exist."""
     return require_dir(Path(root) / CIFAR_FOLDER, "CIFAR-10", DOWNLOAD_HINT)
-
-
-def pseudo_set_name(train_set: str) -> str:
-    """File name of the pseudo labels of split prefix ``train_set``: ``100_seed1`` -> ``100_seed1_pseudo``
-    (the original's ``prefix + '_pseudo'``, beside ``100_seed1_labeled`` / ``100_seed1_unlabeled``)."""
-    return train_set + PSEUDO_SUFFIX
 
 
 def _load_pickle_dict(path: Path, hint: str) -> dict[str, object]:
@@ -222,16 +214,9 @@ def labelled_dataset(root: str | os.PathLike, set_name: str,
     return CifarDataset(rows_to_images(arrays.data), arrays.targets, transform)
 
 
-def unlabelled_dataset(root: str | os.PathLike, set_name: str,
-                       transform: Callable[[Image.Image], object] | None = None) -> tuple[CifarDataset, np.ndarray]:
-    """(dataset returning (image, index), raw rows) of a split file whose labels are ignored, for labelling."""
-    arrays = read_labelled(cifar_folder(root) / set_name)
-    return CifarDataset(rows_to_images(arrays.data), None, transform), arrays.data
-
-
-def pseudo_dataset(root: str | os.PathLike, set_name: str,
-                   transform: Callable[[Image.Image], object] | None = None) -> CifarDataset:
-    """``<root>/cifar-10-batches-py/<set_name>`` (e.g. ``100_seed1_pseudo``, see :func:`pseudo_set_name`)
-    with float32 soft labels."""
-    arrays = read_pseudo(cifar_folder(root) / set_name)
+def pseudo_dataset(path: str | os.PathLike, transform: Callable[[Image.Image], object] | None = None) -> CifarDataset:
+    """The pseudo-label pickle ``path`` (``<pseudo-dir>/<train-set>_pseudo``) with float32 soft labels."""
+    arrays = read_pseudo(path)
+    if len(arrays.data) == 0:
+        raise UserError(f"{path}: holds no pseudo-labelled image; label again with a larger --label-ratio")
     return CifarDataset(rows_to_images(arrays.data), arrays.targets, transform)

@@ -80,8 +80,8 @@ adopt_baseline() {
     local cl_exp="$1-$SEED"
     local cl_out="${CL_OUT:-$REPO_ROOT/runs/$cl_exp}"
     local src="$cl_out/${cl_exp}__p0--ema.pt" dst="$OUT/$(run_name 0)--ema.pt" marker="$OUT/$(run_name 0).adopted"
-    if [ ! -f "$marker" ] && [ ! -f "$OUT/$(run_name 0).done.json" ] \
-       && [ -f "$cl_out/${cl_exp}__p0.done.json" ] && [ -f "$src" ]; then
+    if [ ! -f "$marker" ] && ! run_done "$OUT" "$(run_name 0)" \
+       && run_done "$cl_out" "${cl_exp}__p0" && [ -f "$src" ]; then
         echo "== reusing the phase-0 model of $cl_exp: $src"
         cp "$src" "$dst.tmp.$$" && mv "$dst.tmp.$$" "$dst"
         printf '%s\n' "$src" > "$marker"
@@ -121,7 +121,7 @@ curriculum_phases() {
     for ((k = 1; k <= ${#ratios[@]}; k++)); do
         prev="$(run_name $((k - 1)))"
         next="$(run_name "$k")"
-        if [ ! -f "$OUT/$next.done.json" ]; then
+        if ! run_done "$OUT" "$next"; then  # one pseudo file for all phases: a finished phase is not relabelled
             label "$prev" "${ratios[k - 1]}"
         fi
         phase_train "$next" "${seeds[k - 1]}"

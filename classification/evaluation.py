@@ -8,7 +8,6 @@ confusion matrix of its predictions: ``<out-dir>/<exp>_confusion.png`` and Tenso
 """
 from __future__ import annotations
 
-import argparse
 import io
 import os
 from pathlib import Path
@@ -18,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from classification import options
 from classification.augment import eval_transform
 from classification.cifar import NUM_CLASSES, labelled_dataset
 from classification.models import wrn_28_2
+from classification.run_config import RunConfig
 from utils.batches import eval_loader
 from utils.checkpoint import load_model_weights, unwrap
 from utils.cli import Runtime, data_loader_kwargs
@@ -77,30 +76,24 @@ def confusion_figure(matrix: np.ndarray, names: Sequence[str], title: str):
     return fig
 
 
-def confusion_png_path(args: argparse.Namespace) -> Path:
-    """``<out-dir>/<exp>_confusion.png``: the confusion matrix of a ``--state 2`` test."""
-    return Path(args.out_dir) / f"{args.exp_name}_confusion.png"
-
-
-def save_confusion(args: argparse.Namespace, matrix: np.ndarray, title: str) -> Path:
+def save_confusion(cfg: RunConfig, matrix: np.ndarray, title: str) -> Path:
     """The confusion figure as a PNG beside the run's outputs (atomically) and in TensorBoard
     (``test/confusion`` under ``tb/<exp>``)."""
     fig = confusion_figure(matrix, CIFAR_LABEL_NAMES[:len(matrix)], title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    path = confusion_png_path(args)
+    path = cfg.files.confusion
     write_bytes_atomic(path, buffer.getvalue())
-    logger = RunLogger(options.run_files(args).tb_dir, args.exp_name)
+    logger = RunLogger(cfg.files.tb_dir, cfg.args.exp_name)
     logger.figure("test/confusion", fig, 0)
     logger.close()
     return path
 
 
-def evaluation_loader(args: argparse.Namespace, rt: Runtime, set_name: str | None = None):
+def evaluation_loader(cfg: RunConfig, rt: Runtime):
     """This rank's share of the validation set (``valtiny_seed1`` with --valtiny, else ``test``)."""
-    dataset = labelled_dataset(args.data_root, set_name or options.val_set_name(args), eval_transform())
-    batch = max(1, args.eval_batch_size // rt.dist.world_size)
-    return eval_loader(dataset, batch, **data_loader_kwargs(min(args.workers, 2), rt.device))
+    dataset = labelled_dataset(cfg.args.data_root, cfg.val_set, eval_transform())
+    return eval_loader(dataset, cfg.eval_batch, **data_loader_kwargs(min(cfg.args.workers, 2), rt.device))
 
 
 def load_wrn(path: str | os.PathLike, rt: Runtime) -> nn.Module:
@@ -110,26 +103,26 @@ def load_wrn(path: str | os.PathLike, rt: Runtime) -> nn.Module:
     return model.to(device=rt.device, memory_format=rt.memory_format)
 
 
-def run_test(args: argparse.Namespace, rt: Runtime) -> float:
+def run_test(cfg: RunConfig, rt: Runtime) -> float:
     """``main_fs --state 2``: test ``--continue-from`` and append the result to ``<log>.txt``.
 
     A named run (``--exp-name``) is recorded with :func:`finish_run` (so a rerun skips it); the
     default name appends a ``test: <value>`` line every time, as the original did.
     """
+    args, set_name = cfg.args, cfg.val_set
     cost = CostMeter(rt.device)
     model = load_wrn(args.continue_from, rt)
-    set_name = options.val_set_name(args)
-    loader = evaluation_loader(args, rt, set_name)
+    loader = evaluation_loader(cfg, rt)
     confusion = ConfusionMatrix(NUM_CLASSES, rt.device)
     metrics = evaluate(model, loader, rt, confusion)
     matrix = confusion.all_reduce().matrix.cpu().numpy()
     cost.add(len(loader.sampler))
-    value = metrics[options.metric_name(args)]
+    value = metrics[cfg.metric]
     if rt.dist.is_main:
-        files = options.run_files(args)
-        save_confusion(args, matrix, f"{args.exp_name}: {set_name}, accuracy {metrics['accuracy']:.2f}")
+        files = cfg.files
+        save_confusion(cfg, matrix, f"{args.exp_name}: {set_name}, accuracy {metrics['accuracy']:.2f}")
         fields = {"accuracy": metrics["accuracy"], "fine_grained": metrics["fine_grained"], "set": set_name,
-                  "metric": options.metric_name(args), "checkpoint": os.fspath(args.continue_from),
+                  "metric": cfg.metric, "checkpoint": os.fspath(args.continue_from),
                   **cost.fields()}
         if args.named:
             finish_run(files.out_dir, files.log_file, args.exp_name, value, **fields)

@@ -34,8 +34,9 @@ from typing import Sequence
 
 import numpy as np
 
-from classification.cifar import (DOWNLOAD_HINT, NUM_CLASSES, TEST_BATCH, TEST_SET, CifarArrays, cifar_folder,
-                                  read_labelled, read_official_train, write_labelled)
+from classification.cifar import (DOWNLOAD_HINT, NUM_CLASSES, TEST_BATCH, CifarArrays, cifar_folder, read_labelled,
+                                  read_official_train, write_labelled)
+from classification.run_config import TEST_SET, VALTINY_SET
 from utils.errors import UserError, run_cli
 from utils.io import write_bytes_atomic
 
@@ -43,7 +44,7 @@ DEFAULT_SIZES = (4, 25, 100, 400)  # labelled images per class
 DEFAULT_SEEDS = (1, 2, 3, 4, 5)
 DEFAULT_VAL_SIZE = 20  # valtiny images per class
 DEFAULT_VALTINY_SEED = 0
-TRAINVAL_SET, TRAIN_SET, VALTINY_SET = "trainval_seed1", "train_seed1", "valtiny_seed1"
+TRAINVAL_SET, TRAIN_SET = "trainval_seed1", "train_seed1"
 
 
 def split_prefix(size: int, seed: int) -> str:

@@ -22,7 +22,6 @@ the phase's ``log.txt`` line. The pickle is the same with or without it.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,9 +34,10 @@ from torch import nn
 
 from classification.augment import eval_transform
 from classification import options
-from classification.cifar import (SPLITS_HINT, CifarDataset, _check_rows, _load_pickle_dict,
-                                  check_class_labels, cifar_folder, pseudo_set_name, rows_to_images, write_pseudo)
+from classification.cifar import (SPLITS_HINT, CifarDataset, _check_rows, _load_pickle_dict, check_class_labels,
+                                  rows_to_images, write_pseudo)
 from classification.evaluation import load_wrn
+from classification.run_config import RunConfig
 from utils import distributed, label_quality
 from utils.batches import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
@@ -45,48 +45,12 @@ from utils.errors import UserError
 from utils.io import write_text_atomic
 from utils.metrics import ConfusionMatrix
 from utils.pseudo_labels import IGNORE_INDEX, global_confidence_threshold
-from utils.run_files import file_identity
+from utils.run_files import single_file_manifest
 from utils.run_log import RunLogger
 
 
-def pseudo_path(args: argparse.Namespace) -> Path:
-    """``<pseudo-dir>/<train-set>_pseudo``; the pseudo dir defaults to cifar-10-batches-py (the original's)."""
-    folder = Path(args.pseudo_dir) if args.pseudo_dir else cifar_folder(args.data_root)
-    return folder / pseudo_set_name(args.train_set)
-
-
-def record_path(args: argparse.Namespace) -> Path:
-    path = pseudo_path(args)
-    return path.with_name(path.name + ".json")
-
-
-def labeling_key(args: argparse.Namespace) -> dict:
-    """Everything that determines the pseudo file's content."""
-    return {"labeller": file_identity(args.continue_from),
-            "unlabelled": file_identity(cifar_folder(args.data_root) / f"{args.train_set}_unlabeled"),
-            "label_ratio": args.label_ratio, "mixed_precision": args.mixed_precision,
-            "amp_dtype": args.amp_dtype if args.mixed_precision else None}
-
-
-def labeling_done(args: argparse.Namespace) -> bool:
-    """The record describes this pass and the pickle is the one it wrote (same size and modification
-    time: a rewritten or truncated pickle is labelled again instead of "already labelled")."""
-    path = record_path(args)
-    if not (path.is_file() and pseudo_path(args).is_file()):
-        return False
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(record, dict) or record.get("key") != labeling_key(args):
-        return False
-    identity = file_identity(pseudo_path(args))
-    return record.get("pseudo_identity") == [identity["size"], identity["mtime_ns"]]
-
-
-def unlabelled_with_truth(args: argparse.Namespace) -> tuple[CifarDataset, np.ndarray, np.ndarray | None]:
+def unlabelled_with_truth(path: Path) -> tuple[CifarDataset, np.ndarray, np.ndarray | None]:
     """(dataset of (image, index), raw rows, true labels or None) of ``<train-set>_unlabeled``."""
-    path = cifar_folder(args.data_root) / f"{args.train_set}_unlabeled"
     entry = _load_pickle_dict(path, SPLITS_HINT)
     if "data" not in entry:
         raise UserError(f"{path}: missing key 'data' (has {sorted(entry)}); {SPLITS_HINT}")
@@ -120,20 +84,19 @@ def pooled_in_file_order(indices: torch.Tensor, probs: torch.Tensor, count: int)
     return probs[torch.argsort(indices)]
 
 
-def run_labeling(args: argparse.Namespace, rt: Runtime) -> int:
+def run_labeling(cfg: RunConfig, rt: Runtime) -> int:
     """Label ``<train-set>_unlabeled`` and write the pseudo pickle; returns the number of images kept."""
+    args, unlabelled = cfg.args, cfg.unlabelled_file
     start = time.perf_counter()
-    dataset, rows, truth = unlabelled_with_truth(args)
+    dataset, rows, truth = unlabelled_with_truth(unlabelled)
     if len(dataset) == 0:
-        raise UserError(f"{cifar_folder(args.data_root) / (args.train_set + '_unlabeled')}: no images to label; "
-                        "regenerate the splits")
-    options.check_label_ratio(args.label_ratio, len(dataset), cifar_folder(args.data_root) / (args.train_set + "_unlabeled"))
+        raise UserError(f"{unlabelled}: no images to label; regenerate the splits")
+    options.check_label_ratio(args.label_ratio, len(dataset), unlabelled)
     if truth is None and not args.no_gt_diagnostics and rt.dist.is_main:
-        print(f"note: {cifar_folder(args.data_root) / (args.train_set + '_unlabeled')} has no labels; "
+        print(f"note: {unlabelled} has no labels; "
               "pseudo-label diagnostics are off (--no-gt-diagnostics silences this)", file=sys.stderr, flush=True)
     model = load_wrn(args.continue_from, rt)
-    batch = max(1, args.batch_size_labeled // rt.dist.world_size)
-    loader = eval_loader(dataset, batch, **data_loader_kwargs(args.workers, rt.device))
+    loader = eval_loader(dataset, cfg.label_batch, **data_loader_kwargs(args.workers, rt.device))
     probs = pooled_in_file_order(*predict(model, loader, rt), len(dataset))
     confidences = probs.max(dim=1).values
     threshold = global_confidence_threshold(confidences, args.label_ratio)
@@ -144,16 +107,15 @@ def run_labeling(args: argparse.Namespace, rt: Runtime) -> int:
         diagnostics = None
         if truth is not None and not args.no_gt_diagnostics:  # read after k is chosen, for the record only
             diagnostics = quality(probs, keep_device, torch.from_numpy(truth).to(probs.device))
-        path = pseudo_path(args)
+        path = cfg.pseudo_file
         write_pseudo(path, rows[keep], probs[keep_device].cpu().numpy())
-        identity = file_identity(path)
         tb_name, phase = label_quality.series(args.exp_name, args.continue_from, args.label_phase)
-        record = {"key": labeling_key(args), "kept": kept, "total": len(dataset), "threshold": float(threshold),
-                  "pseudo_file": os.fspath(path), "pseudo_identity": [identity["size"], identity["mtime_ns"]],
+        record = {"key": cfg.done.key, "kept": kept, "total": len(dataset), "threshold": float(threshold),
+                  "pseudo_file": os.fspath(path), "files": single_file_manifest(path),
                   "label_ratio": args.label_ratio, "kept_fraction": kept / len(dataset), "phase": phase,
                   "gt_diagnostics": diagnostics is not None, "diagnostics": diagnostics}
-        write_text_atomic(record_path(args), json.dumps(label_quality.json_safe(record), indent=2) + "\n")
-        logger = RunLogger(options.run_files(args).tb_dir, tb_name)
+        write_text_atomic(cfg.pseudo_record, json.dumps(label_quality.json_safe(record), indent=2) + "\n")
+        logger = RunLogger(cfg.files.tb_dir, tb_name)
         try:
             label_quality.log_scalars(logger, record, phase if phase is not None else 0)
         finally:

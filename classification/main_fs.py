@@ -13,14 +13,15 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from classification.entry import run_program
 from classification.options import parse_fs
+from classification.run_config import TASKS, RunConfig, check_data
 from utils.errors import run_cli
+from utils.program import run_program
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_fs(argv)
-    run_program(args, "test" if args.state == 2 else "baseline")
+    run_program(RunConfig.from_args(args), TASKS, check_data)
 
 
 if __name__ == "__main__":

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 from typing import Sequence
 
+from classification.run_config import VALTINY_SET
 from utils.cli import add_runtime_args
 from utils.errors import UserError
-from utils.run_files import RunFiles
 
 DEFAULT_DATA_ROOT = "datasets/cifar10"
-VALTINY_SET, TEST_SET = "valtiny_seed1", "test"
 AUTO = "auto"
 
 
@@ -197,16 +195,3 @@ def parse_dmt(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not args.named:
         args.exp_name = str(int(time.time()))
     return args
-
-
-def run_files(args: argparse.Namespace) -> RunFiles:
-    return RunFiles(Path(args.out_dir), args.exp_name, args.log, Path(args.log_dir) if args.log_dir else None)
-
-
-def val_set_name(args: argparse.Namespace) -> str:
-    return VALTINY_SET if args.valtiny else TEST_SET
-
-
-def metric_name(args: argparse.Namespace) -> str:
-    """The validation number that picks snapshots and goes into log.txt."""
-    return "fine_grained" if args.fine_grain else "accuracy"

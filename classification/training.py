@@ -45,19 +45,17 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
-from classification import batch_augment, options
+from classification import batch_augment
 from classification.augment import train_transform
-from classification.cifar import (IMAGE_SIZE, NUM_CLASSES, CifarDataset, label_and_confidence, labelled_dataset,
-                                  read_pseudo, rows_to_images)
+from classification.cifar import IMAGE_SIZE, NUM_CLASSES, label_and_confidence, labelled_dataset, pseudo_dataset
 from classification.evaluation import evaluate, evaluation_loader
-from classification.labeling import pseudo_path, record_path
 from classification.models import wrn_28_2
+from classification.run_config import RunConfig
 from utils import distributed, label_quality
 from utils.batches import EpochStream, paired_batches
 from utils.checkpoint import load_model_weights, save_checkpoint, unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.ema import ModelEMA
-from utils.errors import UserError
 from utils.losses import (batch_mean, classification_weights, dmt_loss, gamma_ramp, global_stats,
                           mixup_weighted_ce)
 from utils.mixup import mix, random_permutation, sample_lambda
@@ -222,14 +220,6 @@ def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_step
     return step
 
 
-def _pseudo_set(args: argparse.Namespace, transform) -> CifarDataset:
-    path = pseudo_path(args)
-    arrays = read_pseudo(path)
-    if len(arrays.data) == 0:
-        raise UserError(f"{path}: holds no pseudo-labelled image; label again with a larger --label-ratio")
-    return CifarDataset(rows_to_images(arrays.data), arrays.targets, transform)
-
-
 class ShareCollate:
     """torch's default collate of this rank's items of one part; no item (a global batch split over
     more processes than it has samples of that part) gives empty tensors: images 0×3×32×32, soft
@@ -245,31 +235,32 @@ class ShareCollate:
         return torch.zeros(0, 3, IMAGE_SIZE, IMAGE_SIZE), target
 
 
-def build_batches(args: argparse.Namespace, rt: Runtime, dmt: bool) -> tuple[Callable, int, dict, Callable]:
+def build_batches(cfg: RunConfig, rt: Runtime) -> tuple[Callable, int, dict, Callable]:
     """(``batches(start)`` for the Trainer, iterations per epoch, dataset sizes for the config,
     ``global_size(step)``: the size of global batch ``step``). Batch flags are global batches."""
+    args, dmt = cfg.args, cfg.task == "dmt"
     kwargs = data_loader_kwargs(args.workers, rt.device)
     randaugment = args.ra if not dmt else not args.aa
     augmenter = (batch_augment.BatchRandAugment(rt.device, args.n, args.m)  # --device-augment / CUDA default
                  if batch_augment.resolve(args, rt.device, randaugment) else None)
     transform = None if augmenter else train_transform(autoaugment=not randaugment, n=args.n, m_max=args.m)
     if not dmt:
-        train_set, collate = batch_augment.for_loader(labelled_dataset(args.data_root, args.train_set, transform),
+        train_set, collate = batch_augment.for_loader(labelled_dataset(args.data_root, cfg.train_file.name, transform),
                                                       augmenter)
         stream = EpochStream(train_set, args.batch_size, seed=args.seed, collate_fn=collate or ShareCollate(False),
                              **kwargs)
         return (batch_augment.on_device(stream.iterate, augmenter), len(stream),
                 {"train_images": len(train_set), "device_augment": bool(augmenter)}, stream.batches.size)
     labelled_set, labelled_collate = batch_augment.for_loader(
-        labelled_dataset(args.data_root, f"{args.train_set}_labeled", transform), augmenter)
-    pseudo_set, pseudo_collate = batch_augment.for_loader(_pseudo_set(args, transform), augmenter)
+        labelled_dataset(args.data_root, cfg.train_file.name, transform), augmenter)
+    pseudo_set, pseudo_collate = batch_augment.for_loader(pseudo_dataset(cfg.pseudo_file, transform), augmenter)
     labelled = EpochStream(labelled_set, args.batch_size_labeled, seed=args.seed,
                            collate_fn=labelled_collate or ShareCollate(False),
                            **data_loader_kwargs(min(args.workers, 2), rt.device))
     pseudo = EpochStream(pseudo_set, args.batch_size_pseudo, seed=args.seed + PSEUDO_STREAM_SEED_OFFSET,
                          collate_fn=pseudo_collate or ShareCollate(True), **kwargs)
     sizes = {"labelled_images": len(labelled_set), "pseudo_images": len(pseudo_set),
-             "pseudo_file": str(pseudo_path(args)), "device_augment": bool(augmenter)}
+             "pseudo_file": str(cfg.pseudo_file), "device_augment": bool(augmenter)}
     return (batch_augment.on_device(lambda start: paired_batches(pseudo, labelled, start), augmenter), len(pseudo),
             sizes, lambda step: pseudo.batches.size(step) + labelled.batches.size(step))
 
@@ -283,11 +274,11 @@ def build_model(args: argparse.Namespace, rt: Runtime) -> nn.Module:
     return torch.compile(model) if args.compile else model
 
 
-def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
-    files = options.run_files(args)
-    batches, steps_per_epoch, sizes, global_size = build_batches(args, rt, dmt)
+def run_training(cfg: RunConfig, rt: Runtime) -> FitResult:
+    args, files, dmt = cfg.args, cfg.files, cfg.task == "dmt"
+    batches, steps_per_epoch, sizes, global_size = build_batches(cfg, rt)
     total_steps = args.epochs * steps_per_epoch
-    val_loader = evaluation_loader(args, rt)
+    val_loader = evaluation_loader(cfg, rt)
     model = build_model(args, rt)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=SGD_MOMENTUM, weight_decay=args.weight_decay,
                                 fused=True if rt.device.type == "cuda" else None)  # fused: fp16 GradScaler without a per-step sync
@@ -295,11 +286,11 @@ def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
     ema = ModelEMA(model, args.ema_decay)
     step_fn = (dmt_step(model, args, rt, total_steps, global_size) if dmt
                else supervised_step(model, args, rt, global_size))
-    metric = options.metric_name(args)
+    metric = cfg.metric
     if rt.dist.is_main:
         save_config(files.config, {**vars(args), **sizes, "total_steps": total_steps,
                                    "steps_per_epoch": steps_per_epoch, "precision": rt.precision.mode,
-                                   "world_size": rt.dist.world_size, "val_set": options.val_set_name(args)})
+                                   "world_size": rt.dist.world_size, "val_set": cfg.val_set})
     logger = RunLogger(files.tb_dir, args.exp_name, enabled=rt.dist.is_main)
     trainer = Trainer(model=model, optimizer=optimizer, scheduler=scheduler, precision=rt.precision,
                       total_steps=total_steps, val_every=args.val_num_steps, logger=logger, device=rt.device,
@@ -317,8 +308,8 @@ def run_training(args: argparse.Namespace, rt: Runtime, dmt: bool) -> FitResult:
             files.snapshot.unlink(missing_ok=True)
             files.ema.unlink(missing_ok=True)
         finish_run(files.out_dir, files.log_file, args.exp_name, result.best, final=result.final, ema=ema_value,
-                   val=options.val_set_name(args), metric=metric, iters=result.steps, **result.cost,
-                   **(label_quality.log_fields(record_path(args)) if dmt else {}))  # the pass's pseudo-label quality
+                   val=cfg.val_set, metric=metric, iters=result.steps, **result.cost,
+                   **(label_quality.log_fields(cfg.pseudo_record) if dmt else {}))  # the pass's pseudo-label quality
         trainer.cleanup()
         print(f"{args.exp_name}: best {metric} {result.best:.2f}, final {result.final:.2f}, EMA {ema_value:.2f} "
               f"({result.steps} iterations)", flush=True)

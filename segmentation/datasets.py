@@ -30,12 +30,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from segmentation.transforms import CITY_NUM_LABEL_IDS, CITY_SIZE, IGNORE_INDEX, VOC_TEST_SIZE
+from segmentation.run_config import CITY_NUM_CLASSES, CITY_SIZE, VOC_NUM_CLASSES, VOC_TEST_SIZE
+from segmentation.transforms import CITY_NUM_LABEL_IDS, IGNORE_INDEX
 from utils.errors import UserError
 from utils.io import read_id_list, require_dir
 
-VOC_NUM_CLASSES = 21
-CITY_NUM_CLASSES = 19
 LABEL_MODES = ("P", "L", "I", "I;16")  # single-channel PNG modes that hold class indices
 
 

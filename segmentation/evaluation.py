@@ -20,17 +20,15 @@ prediction (no extra forward); :func:`segmentation.palette.picture_strips` draws
 """
 from __future__ import annotations
 
-import argparse
-import math
-from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segmentation import builders, run_state
+from segmentation import builders
 from segmentation.datasets import collate
+from segmentation.run_config import Protocol, RunConfig
 from utils.batches import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.cost import CostMeter
@@ -38,30 +36,6 @@ from utils.metrics import ConfusionMatrix
 from utils.run_log import finish_run
 
 PROTOCOLS = ("whole", "sliding", "msf")
-
-
-@dataclass(frozen=True)
-class Protocol:
-    name: str = "whole"
-    window: tuple[int, int] | None = None   # sliding: window (h, w)
-    stride: tuple[int, int] | None = None   # sliding: stride (h, w)
-    scales: tuple[float, ...] = (1.0,)      # msf
-    flip: bool = True                       # msf
-
-    def describe(self) -> str:
-        if self.name == "sliding":
-            return f"sliding({self.window[0]}x{self.window[1]}/{self.stride[0]}x{self.stride[1]})"
-        if self.name == "msf":
-            return f"msf({'/'.join(f'{s:g}' for s in self.scales)}{'+flip' if self.flip else ''})"
-        return self.name
-
-
-def protocol_from_args(args: argparse.Namespace) -> Protocol:
-    """The protocol of ``--eval-protocol``; the sliding window defaults to the training crop and
-    its stride to ⌈2/3⌉ of the window."""
-    window = tuple(args.eval_crop) if args.eval_crop else builders.crop_size(args)
-    stride = tuple(args.eval_stride) if args.eval_stride else tuple(max(1, math.ceil(2 * n / 3)) for n in window)
-    return Protocol(args.eval_protocol, window, stride, tuple(args.eval_scales), not args.eval_no_flip)
 
 
 def upsampled_probabilities(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -176,22 +150,20 @@ def evaluate(model: nn.Module, loader: Iterable, num_classes: int, device: torch
     return evaluate_with_samples(model, loader, num_classes, device, precision, protocol, memory_format)[0]
 
 
-def run_test(args: argparse.Namespace, rt: Runtime) -> dict[str, float]:
+def run_test(cfg: RunConfig, rt: Runtime) -> dict[str, float]:
     """``--state 3``: evaluate ``--continue-from`` on val (valtiny) with ``--eval-protocol``; the
     result goes to log.txt as ``<exp>: <mIoU> | pixel_acc=... | protocol=... | <cost>``."""
-    dataset = builders.evaluation_set(args)
-    batch = max(1, (args.batch_size_labeled + args.batch_size_pseudo) // rt.dist.world_size)
-    loader = eval_loader(dataset, batch, collate_fn=collate, **data_loader_kwargs(args.workers, rt.device))
-    model = builders.build_model(args, rt.device, rt.memory_format).eval()
-    protocol = protocol_from_args(args)
+    args, protocol = cfg.args, cfg.protocol
+    dataset = builders.evaluation_set(cfg)
+    loader = eval_loader(dataset, cfg.val_batch, collate_fn=collate, **data_loader_kwargs(args.workers, rt.device))
+    model = builders.build_model(cfg, rt.device, rt.memory_format).eval()
     cost = CostMeter(rt.device)
-    metrics = evaluate(model, loader, builders.num_classes(args), rt.device, rt.precision, protocol, rt.memory_format)
+    metrics = evaluate(model, loader, cfg.num_classes, rt.device, rt.precision, protocol, rt.memory_format)
     cost.add(len(dataset) // rt.dist.world_size)
     if rt.dist.is_main:
-        files = run_state.run_files(args)
-        finish_run(files.out_dir, files.log_file, args.exp_name, metrics["miou"],
-                   pixel_acc=metrics["pixel_acc"], protocol=protocol.describe(), val=builders.val_list(args),
+        finish_run(cfg.files.out_dir, cfg.files.log_file, args.exp_name, metrics["miou"],
+                   pixel_acc=metrics["pixel_acc"], protocol=protocol.describe(), val=cfg.val_list,
                    weights=args.continue_from, **cost.fields())
-        print(f"{args.exp_name}: {builders.val_list(args)} mIoU {metrics['miou']:.2f}, pixel accuracy "
+        print(f"{args.exp_name}: {cfg.val_list} mIoU {metrics['miou']:.2f}, pixel accuracy "
               f"{metrics['pixel_acc']:.2f} ({protocol.describe()})", flush=True)
     return metrics

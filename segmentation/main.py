@@ -5,13 +5,15 @@
     python -m segmentation.main --state 1 ...              # DMT training on [pseudo; labelled] batches
     python -m segmentation.main --state 3 ...              # test --continue-from (--eval-protocol)
 
-A training or test run whose ``<out-dir>/<exp>.done.json`` exists is skipped ("already finished"),
-as is a labelling pass whose pseudo folder is complete; an interrupted training run resumes from
+The flags are checked (:func:`check_args`) and turned into the run's configuration
+(:class:`segmentation.run_config.RunConfig`: the task, sizes, list names, paths, protocol, batch
+sizes), and :func:`utils.program.run_program` does the rest as for every program: a training or
+test run whose ``<out-dir>/<exp>.done.json`` exists is skipped ("already finished"), as is a labelling
+pass whose pseudo folder is complete; the output folders must be writable, and every image and label
+the run reads is checked from its header (:func:`check_data`, :mod:`utils.data_check`;
+``--no-check-data`` skips it), so bad input ends the run at once with one line (exit 2); then the
+task's function runs (``TASKS``). An interrupted training run resumes from
 ``<out-dir>/<exp>.resume.pt``. Under torchrun the batch flags are global batches.
-
-Before any work: flag values are checked, the output folders must be writable, and every image and
-label the run reads is checked from its header (:mod:`utils.data_check`; ``--no-check-data`` skips
-it), so bad input ends the run at once with one line (exit 2).
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ import math
 import sys
 from typing import Sequence
 
-from segmentation import run_state
 from segmentation.options import parse_args
+from segmentation.run_config import TASKS, RunConfig
 from utils.errors import UserError, run_cli
+from utils.program import run_program
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -59,76 +62,41 @@ def check_args(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} {size[0]} {size[1]}: sizes must be positive")
 
 
-def check_output_folders(args: argparse.Namespace) -> None:
-    """Every folder the run writes to must be writable, checked before any work starts."""
-    from utils.io import require_writable_dir
-
-    require_writable_dir(args.out_dir, "--out-dir")
-    if args.log_dir:
-        require_writable_dir(args.log_dir, "--log-dir")
-    if args.labeling:  # the pass writes <pseudo-dir>.partial beside the folder, then renames it
-        require_writable_dir(run_state.pseudo_dir(args).parent, "--pseudo-dir (its parent folder)")
-
-
-def data_items(args: argparse.Namespace) -> tuple[list, tuple[str, ...]]:
-    """The (image, label) files this run reads, and the expected image format(s)."""
+def data_items(cfg: RunConfig) -> list:
+    """The (image, label) files this run reads."""
     from segmentation import builders
     from utils.data_check import items_for
 
     sets: list[tuple[object, bool]] = []  # (dataset, with labels)
-    if args.labeling:
-        sets.append((builders.labeling_set(args), False))
-    elif args.state == 3:
-        sets.append((builders.evaluation_set(args), True))
+    if cfg.task == "labeling":
+        sets.append((builders.labeling_set(cfg), False))
+    elif cfg.task == "test":
+        sets.append((builders.evaluation_set(cfg), True))
     else:
-        sets.append((builders.training_set(args, builders.labelled_list(args)), True))
-        if args.state == 1:  # images of the pseudo set (their label files are checked when loaded)
-            sets.append((builders.training_set(args, builders.unlabelled_list(args)), False))
-        sets.append((builders.evaluation_set(args), True))
+        sets.append((builders.training_set(cfg, cfg.labelled_list), True))
+        if cfg.task == "dmt":  # images of the pseudo set (their label files are checked when loaded)
+            sets.append((builders.training_set(cfg, cfg.unlabelled_list), False))
+        sets.append((builders.evaluation_set(cfg), True))
     items: dict = {}
     for dataset, labels in sets:
         for item in items_for(dataset.ids, dataset.image_path, dataset.label_path if labels else None):
             if item.label is not None or item.image not in items:
                 items[item.image] = item
-    return list(items.values()), (("JPEG",) if args.dataset == "voc" else ("PNG",))
+    return list(items.values())
 
 
-def check_data(args: argparse.Namespace) -> None:
+def check_data(cfg: RunConfig) -> None:
     """Every listed image and label, from its header, before training/labelling/testing begins."""
     from utils.data_check import check_items
 
-    items, formats = data_items(args)
-    check_items(items, what=f"{args.dataset} images", image_formats=formats)
+    check_items(data_items(cfg), what=f"{cfg.args.dataset} images", image_formats=(cfg.image_format,))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     check_args(args)
-    if args.labeling:
-        if run_state.labeling_done(args):
-            print(f"{args.exp_name}: already labelled ({run_state.pseudo_dir(args)} is complete); skipping", flush=True)
-            return
-    elif run_state.skip_if_finished(args):
-        return
-    check_output_folders(args)
-    if not args.no_check_data:
-        check_data(args)
-
-    from utils import distributed
-    from utils.cli import setup_runtime
-    rt = setup_runtime(args)
-    try:
-        if args.labeling:
-            from segmentation.labeling import run_labeling
-            run_labeling(args, rt)
-        elif args.state == 3:
-            from segmentation.evaluation import run_test
-            run_test(args, rt)
-        else:
-            from segmentation.training import run_training
-            run_training(args, rt)
-    finally:
-        distributed.cleanup()
+    config = RunConfig.from_args(args)
+    run_program(config, TASKS, check_data)
 
 
 if __name__ == "__main__":

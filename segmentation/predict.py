@@ -121,7 +121,7 @@ def head_classes(weights: dict, checkpoint: Path) -> int:
 
 def load_model(checkpoint: Path, dataset: str, backbone: str | None, all_branches: bool, device):
     """DeepLab-v2 with the checkpoint's weights, in eval mode; the backbone is tried in turn when unknown."""
-    from segmentation.datasets import CITY_NUM_CLASSES, VOC_NUM_CLASSES
+    from segmentation.run_config import CITY_NUM_CLASSES, VOC_NUM_CLASSES
     from segmentation.models import BACKBONES, deeplab_v2
     from utils.checkpoint import load_checkpoint, load_model_weights
 
@@ -201,10 +201,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         raise UserError(f"{out}: exists and is not a folder; pass a folder for the masks with --out")
     config = read_config(checkpoint) if checkpoint.is_file() else {}
 
-    from segmentation.evaluation import Protocol
-    from segmentation.palette import palette
     from segmentation.datasets import read_rgb
-    from segmentation.transforms import CITY_CROP_SIZE, VOC_CROP_SIZE, default_test_size
+    from segmentation.palette import palette
+    from segmentation.run_config import CITY_CROP_SIZE, VOC_CROP_SIZE, Protocol, default_stride, default_test_size
     from utils.checkpoint import load_checkpoint
     from utils.runtime import resolve_device
     from utils.trainer import progress
@@ -225,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     test_size = tuple(resolve(args.test_size, config, "test_size", default_test_size(dataset)))
     crop = tuple(config.get("crop_size") or (VOC_CROP_SIZE if dataset == "voc" else CITY_CROP_SIZE))
     window = tuple(resolve(args.eval_crop, config, "eval_crop", crop))
-    stride = tuple(resolve(args.eval_stride, config, "eval_stride", [max(1, -(-2 * n // 3)) for n in window]))
+    stride = tuple(resolve(args.eval_stride, config, "eval_stride", default_stride(window)))
     scales = tuple(resolve(args.eval_scales, config, "eval_scales", [0.5, 0.75, 1.0, 1.25, 1.5]))
     if any(not s > 0 for s in scales) or min(window) < 1 or min(stride) < 1 or min(test_size) < 1:
         raise UserError("--eval-scales, --eval-crop, --eval-stride and --test-size must be positive")

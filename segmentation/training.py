@@ -30,7 +30,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from segmentation import builders, evaluation, run_state
+from segmentation import builders, evaluation
+from segmentation.run_config import RunConfig
 from segmentation.datasets import collate
 from segmentation.models import parameter_groups
 from segmentation.palette import VAL_PICTURES, picture_strips
@@ -134,19 +135,18 @@ def dmt_loss_fn(args: argparse.Namespace) -> Callable:
     return functools.partial(dmt_loss, gamma1=args.gamma1, gamma2=args.gamma2, variant=args.loss)
 
 
-def run_training(args: argparse.Namespace, rt: Runtime) -> None:
-    dmt = args.state == 1
-    online = dmt and args.loss == "online"
+def run_training(cfg: RunConfig, rt: Runtime) -> None:
+    args = cfg.args
+    dmt, online = cfg.task == "dmt", cfg.online
     loader_kwargs = data_loader_kwargs(args.workers, rt.device)
-    crop = builders.crop_size(args)
-    labelled = EpochStream(builders.training_set(args, builders.labelled_list(args)), args.batch_size_labeled,
+    crop = cfg.crop_size
+    labelled = EpochStream(builders.training_set(cfg, cfg.labelled_list), args.batch_size_labeled,
                            seed=args.seed, collate_fn=ShareCollate(crop, "labelled"), **loader_kwargs)
     if dmt:
         if online:  # the model labels these itself: no label file is read
-            pseudo_set = builders.training_set(args, builders.unlabelled_list(args), load_labels=False)
+            pseudo_set = builders.training_set(cfg, cfg.unlabelled_list, load_labels=False)
         else:
-            pseudo_set = builders.training_set(args, builders.unlabelled_list(args),
-                                               pseudo_dir=run_state.pseudo_dir(args))
+            pseudo_set = builders.training_set(cfg, cfg.unlabelled_list, pseudo_dir=cfg.pseudo_dir)
             check_pseudo_files(pseudo_set)
         pseudo = EpochStream(pseudo_set, args.batch_size_pseudo, seed=args.seed + PSEUDO_SEED_OFFSET,
                              collate_fn=ShareCollate(crop, "images" if online else "pseudo"), **loader_kwargs)
@@ -157,11 +157,10 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
         batches = labelled.iterate
     total_steps = args.epochs * steps_per_epoch
 
-    val_batch = max(1, (args.batch_size_labeled + args.batch_size_pseudo) // rt.dist.world_size)  # docs/method.md §8
-    val_loader = eval_loader(builders.evaluation_set(args), val_batch, collate_fn=collate, **loader_kwargs)
-    protocol = evaluation.protocol_from_args(args)
+    val_loader = eval_loader(builders.evaluation_set(cfg), cfg.val_batch, collate_fn=collate, **loader_kwargs)
+    protocol = cfg.protocol
 
-    model = builders.build_model(args, rt.device, rt.memory_format)
+    model = builders.build_model(cfg, rt.device, rt.memory_format)
     model = distributed.wrap_model(model, rt.device, sync_bn=args.sync_bn)  # None: SyncBN on CUDA under torchrun
     if args.compile:
         model = torch.compile(model)
@@ -171,18 +170,17 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
         step_fn = dmt_step(model, dmt_loss_fn(args), rt, online)
     else:
         step_fn = supervised_step(model, supervised_loss, rt)
-    num_classes = builders.num_classes(args)
 
     def evaluate() -> dict[str, float]:
         # the first VAL_PICTURES validation images, ground truth and prediction, to TensorBoard
         metrics, samples = evaluation.evaluate_with_samples(
-            unwrap(model), val_loader, num_classes, rt.device, rt.precision, protocol, rt.memory_format,
+            unwrap(model), val_loader, cfg.num_classes, rt.device, rt.precision, protocol, rt.memory_format,
             keep=VAL_PICTURES if rt.dist.is_main else 0)
-        for i, strip in enumerate(picture_strips(samples, builders.input_norm(args), args.dataset)):
+        for i, strip in enumerate(picture_strips(samples, cfg.input_norm, args.dataset)):
             logger.image(f"val/pictures/{i}", strip, trainer.step)
         return metrics
 
-    files = run_state.run_files(args)
+    files = cfg.files
     if rt.dist.is_main:
         save_config(files.config, {**vars(args), "total_steps": total_steps,
                                                    "steps_per_epoch": steps_per_epoch,
@@ -200,9 +198,9 @@ def run_training(args: argparse.Namespace, rt: Runtime) -> None:
         if args.do_not_save:
             files.snapshot.unlink(missing_ok=True)
         finish_run(files.out_dir, files.log_file, args.exp_name, result.best,
-                   final=result.final, protocol=protocol.describe(), val=builders.val_list(args),
+                   final=result.final, protocol=protocol.describe(), val=cfg.val_list,
                    iters=result.steps, **result.cost,
-                   **(label_quality.log_fields(run_state.pseudo_dir(args) / run_state.LABELING_RECORD)
+                   **(label_quality.log_fields(cfg.labeling_record)
                       if dmt and not online else {}))  # the pass's pseudo-label quality
         trainer.cleanup()
         print(f"{args.exp_name}: best val mIoU {result.best:.2f}, final {result.final:.2f} "

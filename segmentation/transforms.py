@@ -34,13 +34,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from segmentation.run_config import CITY_CROP_SIZE, CITY_SIZE, VOC_CROP_SIZE, VOC_TEST_SIZE
 from utils.losses import IGNORE_INDEX  # noqa: F401 (also re-exported for the data tools)
-
-
-VOC_CROP_SIZE = (321, 321)
-VOC_TEST_SIZE = (505, 505)
-CITY_CROP_SIZE = (256, 512)
-CITY_SIZE = (512, 1024)
 
 # COCO/Caffe convention: 0–255, BGR channel order, mean in BGR order, std 1.
 COCO_MEAN_BGR = (104.008, 116.669, 122.675)
@@ -311,12 +306,6 @@ def test_transforms(dataset: str, norm: str = "imagenet", size: Sequence[int] | 
         return v2.Compose([ToFloatImage(), PadTo(*size), Normalize(norm)])
     size = tuple(size) if size is not None else CITY_SIZE
     return v2.Compose([ToFloatImage(), Resize(*size), Normalize(norm), LabelIdToTrainId()])
-
-
-def default_test_size(dataset: str) -> tuple[int, int]:
-    """The labeller's / tester's map size: VOC 505×505, City 512×1024."""
-    _check_dataset(dataset)
-    return VOC_TEST_SIZE if dataset == "voc" else CITY_SIZE
 
 
 test_transforms.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name

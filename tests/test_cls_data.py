@@ -11,6 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from classification import cifar, generate_splits
+from classification.labeling import unlabelled_with_truth
+from classification.options import parse_dmt
+from classification.run_config import RunConfig
 from data.synthetic import make_cifar10
 from utils.errors import UserError, run_cli
 
@@ -187,8 +190,8 @@ def test_pseudo_roundtrip_and_format(tmp_path):
     data = rng.integers(0, 256, (5, 3072), dtype=np.uint8)
     logits = rng.normal(size=(5, 10))
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)  # float64 on purpose
-    path = tmp_path / "cifar-10-batches-py" / cifar.pseudo_set_name("100_seed1")
-    assert path.name == "100_seed1_pseudo"
+    path = RunConfig.from_args(parse_dmt(["--train-set", "100_seed1", "--data-root", str(tmp_path)])).pseudo_file
+    assert path == tmp_path / "cifar-10-batches-py" / "100_seed1_pseudo"
     cifar.write_pseudo(path, data, probs)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
     raw = load(path)
@@ -196,7 +199,7 @@ def test_pseudo_roundtrip_and_format(tmp_path):
     assert raw["data"].dtype == np.uint8 and raw["labels"].dtype == np.float32 and raw["labels"].shape == (5, 10)
     back = cifar.read_pseudo(path)
     assert np.array_equal(back.data, data) and np.allclose(back.targets, probs, atol=1e-7)
-    ds = cifar.pseudo_dataset(tmp_path, path.name, transform=lambda im: torch.from_numpy(np.array(im)))
+    ds = cifar.pseudo_dataset(path, transform=lambda im: torch.from_numpy(np.array(im)))
     image, target = ds[2]
     assert torch.equal(image, torch.from_numpy(cifar.rows_to_images(data)[2]))
     assert target.dtype == torch.float32 and target.shape == (10,)
@@ -220,8 +223,8 @@ def test_labelled_dataset_and_loader(split_root):
     assert torch.equal(image, torch.from_numpy(data[7].reshape(3, 32, 32).transpose(1, 2, 0).copy()))
     images, targets = next(iter(DataLoader(ds, batch_size=8)))
     assert images.shape == (8, 32, 32, 3) and targets.dtype == torch.int64
-    unlabelled, rows = cifar.unlabelled_dataset(split_root, "3_seed1_unlabeled")
-    assert rows.shape == (70, 3072) and unlabelled[4][1] == 4  # target = index
+    unlabelled, rows, truth = unlabelled_with_truth(split_root / "cifar-10-batches-py" / "3_seed1_unlabeled")
+    assert rows.shape == (70, 3072) and unlabelled[4][1] == 4 and len(truth) == 70  # target = index
 
 
 def write_raw(path: Path, obj) -> Path:

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 import segmentation.label_cache as label_cache
-import segmentation.labeling as labeling
-from segmentation import run_state
+import segmentation.label_pass as label_pass
+from segmentation.run_config import RunConfig
 from segmentation.options import parse_args
 from tests.test_seg_main import (NUM_CLASSES, REPO, common, labeller, reference_predictions, run,  # noqa: F401
                                  unlabelled_ids, voc)
@@ -48,13 +48,13 @@ def record(folder: Path) -> dict:
 @pytest.mark.parametrize("amp", [[], ["--mixed-precision"]], ids=["fp32", "autocast"])
 def test_one_pass_writes_the_bytes_of_two_passes(voc, labeller, tmp_path, capsys, monkeypatch, amp):
     forwards = []
-    real = labeling.predict
+    real = label_pass.predict
 
     def counting_predict(model, images, round_fp16):
         forwards.append(images.shape[0])
         return real(model, images, round_fp16)
 
-    monkeypatch.setattr(labeling, "predict", counting_predict)
+    monkeypatch.setattr(label_pass, "predict", counting_predict)
     folders = {}
     for name, extra in {"two": ["--label-cache-gb", "0"], "memory": [],
                         "disk": ["--label-cache-gb", "1e-9"]}.items():  # 1 byte: every image spills
@@ -222,7 +222,7 @@ def test_a_folder_that_does_not_match_its_record_is_relabelled(voc, labeller, tm
     argv = label_argv(voc, tmp_path, labeller, pseudo, "--no-gt-diagnostics")
     assert run(argv, capsys)[0] == 0
     args = parse_args(argv)
-    assert run_state.labeling_done(args)
+    assert RunConfig.from_args(args).done.is_done()
     before = npy_bytes(pseudo)
     victim = sorted(pseudo.glob("*.npy"))[2]
     if damage == "deleted":
@@ -237,10 +237,10 @@ def test_a_folder_that_does_not_match_its_record_is_relabelled(voc, labeller, tm
         rec = record(pseudo)
         rec["files"].pop(victim.stem)
         (pseudo / "labeling.json").write_text(json.dumps(rec))
-    assert not run_state.labeling_done(args)
+    assert not RunConfig.from_args(args).done.is_done()
     rc, out, err = run(argv, capsys)
     assert rc == 0 and "already labelled" not in out and "labelled 12 images" in out, err
-    assert npy_bytes(pseudo) == before and run_state.labeling_done(args)
+    assert npy_bytes(pseudo) == before and RunConfig.from_args(args).done.is_done()
 
 
 @pytest.mark.parametrize("error", [OSError("disk full, no errno"), OSError(28, "No space left on device"),
@@ -249,7 +249,7 @@ def test_a_failed_pass_removes_its_partial_folder_and_ends_in_one_line(voc, labe
                                                                         monkeypatch, error):
     pseudo = tmp_path / "pseudo"
     calls = []
-    real = labeling.save_npy_atomic
+    real = label_pass.save_npy_atomic
 
     def failing_save(path, array):
         calls.append(path)
@@ -257,7 +257,7 @@ def test_a_failed_pass_removes_its_partial_folder_and_ends_in_one_line(voc, labe
             raise error
         real(path, array)
 
-    monkeypatch.setattr(labeling, "save_npy_atomic", failing_save)
+    monkeypatch.setattr(label_pass, "save_npy_atomic", failing_save)
     rc, out, err = run(label_argv(voc, tmp_path, labeller, pseudo), capsys)
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
@@ -356,9 +356,9 @@ def test_cityscapes_ids_with_folders_one_pass_diagnostics_and_completeness(tmp_p
     rec = record(one)
     assert rec["diagnostics"]["gt_count"] > 0 and np.load(one / f"{train[0]}.npy").shape == (32, 64, 2)
     args = parse_args(argv(one))
-    assert run_state.labeling_done(args)
+    assert RunConfig.from_args(args).done.is_done()
     (one / f"{train[1]}.npy").unlink()
-    assert not run_state.labeling_done(args)
+    assert not RunConfig.from_args(args).done.is_done()
 
 
 def test_label_pass_under_fp16_autocast_stores_fp16_rounded_confidences(labeller, tmp_path):
@@ -377,7 +377,7 @@ def test_label_pass_under_fp16_autocast_stores_fp16_rounded_confidences(labeller
     for name, cache in (("one", 2**30), ("two", 0)):
         folders[name] = tmp_path / name
         folders[name].mkdir()
-        result = labeling.label_pass(model, batches, torch.device("cpu"), precision, torch.contiguous_format,
+        result = label_pass.label_pass(model, batches, torch.device("cpu"), precision, torch.contiguous_format,
                                      NUM_CLASSES, 0.5, 16, folders[name], cache)
         assert result.passes == (1 if cache else 2) and 0 < result.kept < result.total
     assert npy_bytes(folders["one"]) == npy_bytes(folders["two"]) and len(npy_bytes(folders["one"])) == 4

@@ -215,11 +215,11 @@ def test_labelling_1000_images_matches_numpy_thresholds(labeller, tmp_path_facto
 
 
 def test_labelling_killed_midway_restarts_cleanly(voc, labeller, tmp_path, capsys, monkeypatch):
-    import segmentation.labeling as labeling
+    import segmentation.label_pass as label_pass
     pseudo = tmp_path / "pseudo"
     argv = common(voc, tmp_path, "--state", "1", "--labeling", "--exp-name", "lab", "--continue-from",
                   str(labeller), "--label-ratio", "1.0", "--batch-size-labeled", "4", "--pseudo-dir", str(pseudo))
-    real_save, calls = labeling.save_npy_atomic, []
+    real_save, calls = label_pass.save_npy_atomic, []
 
     def dying_save(path, array):
         calls.append(path)
@@ -227,10 +227,10 @@ def test_labelling_killed_midway_restarts_cleanly(voc, labeller, tmp_path, capsy
             raise KeyboardInterrupt
         real_save(path, array)
 
-    monkeypatch.setattr(labeling, "save_npy_atomic", dying_save)
+    monkeypatch.setattr(label_pass, "save_npy_atomic", dying_save)
     rc, _, _ = run(argv, capsys)
     assert rc == 130 and not pseudo.exists()  # nothing half-written in place
-    monkeypatch.setattr(labeling, "save_npy_atomic", real_save)
+    monkeypatch.setattr(label_pass, "save_npy_atomic", real_save)
     rc, _, err = run(argv, capsys)
     assert rc == 0, err
     assert sorted(p.stem for p in pseudo.glob("*.npy")) == sorted(unlabelled_ids(voc))

@@ -14,7 +14,8 @@ from torch import nn
 
 from classification import main_fs
 from classification.options import parse_fs
-from classification.evaluation import confusion_png_path, evaluate as cls_evaluate, evaluation_loader
+from classification.evaluation import evaluate as cls_evaluate, evaluation_loader
+from classification.run_config import RunConfig
 from data.synthetic.cityscapes import CITY_LABELS, CITY_TRAIN_LABEL_IDS
 from segmentation.palette import VOC_PALETTE, voc_palette
 from segmentation.palette import palette
@@ -201,11 +202,11 @@ def test_classification_test_writes_its_confusion_matrix(cifar, cls_labeller, tm
     predicted = reference_softmax(cls_labeller, rows).argmax(1)
     expected = np.zeros((10, 10), dtype=int)
     np.add.at(expected, (labels, predicted), 1)
-    args = parse_fs(["--data-root", str(cifar), "--out-dir", str(out), "--state", "2",
-                                     "--continue-from", str(cls_labeller), "--workers", "0"])
+    cfg = RunConfig.from_args(parse_fs(["--data-root", str(cifar), "--out-dir", str(out), "--state", "2",
+                                        "--continue-from", str(cls_labeller), "--workers", "0"]))
     rt = Runtime(torch.device("cpu"), DistInfo(), Precision("fp32", torch.device("cpu")), torch.contiguous_format)
     from classification.evaluation import load_wrn
     matrix = ConfusionMatrix(10)
-    cls_evaluate(load_wrn(cls_labeller, rt), evaluation_loader(args, rt), rt, matrix)
+    cls_evaluate(load_wrn(cls_labeller, rt), evaluation_loader(cfg, rt), rt, matrix)
     assert matrix.matrix.numpy().tolist() == expected.tolist()
-    assert confusion_png_path(args).name == "test_confusion.png"
+    assert cfg.files.confusion == out / "test_confusion.png"

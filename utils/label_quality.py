@@ -35,7 +35,6 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 
 SAMPLE_IMAGES = 4  # unlabelled images shown in TensorBoard after each segmentation labelling pass
 

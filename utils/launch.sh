@@ -42,6 +42,12 @@ run_py() {
 # Every node runs the same experiment script (same arguments, shared output folder); rank 0 writes.
 MULTINODE_CALLS=0
 
+# run_done OUT_DIR EXP: true when run EXP of OUT_DIR has finished — the programs' own "already
+# done" record (utils/run_files.py), asked for where a script must decide before calling a program.
+run_done() {
+    (cd "$REPO_ROOT" && "$PYTHON" -m utils.run_files done "$1" "$2")
+}
+
 multinode_enabled() {
     if [ -n "${NNODES:-}" ]; then
         [ "$NNODES" -gt 1 ]
