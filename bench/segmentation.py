@@ -12,102 +12,46 @@ Settings (docs/method.md §7.3): VOC — supervised batch 8 and DMT batch 7 pseu
 classes, γ 3/3. ``--size-scale`` shrinks every crop and test size (for CPU runs); projected times
 are then not those of the real sizes. Weights are random (the speed does not depend on them).
 
-What the two columns run is described in :mod:`bench.training_steps`. Labelling (forward passes,
-the per-class thresholds and the ``.npy`` writes, :func:`segmentation.labeling.label_pass`) and
-evaluation (:func:`segmentation.evaluation.evaluate`, whole-image protocol) run the project's code
-in both columns, eager, with each column's precision and memory format; the reference labels in
-two forward passes per image (the original's), ours in one (the cache) and, for the one-pass
-speed-up in the same run, also in two. MFU = model FLOPs of one step
-(:class:`torch.utils.flop_counter.FlopCounterMode`: convolutions and matmuls, forward + backward)
-per second over the device's dense bf16 peak (a table of known GPUs, or ``--peak-tflops``).
+What the two columns run is described in :mod:`bench.training_steps`, the labelling and evaluation
+measurements in :mod:`bench.segmentation_rates`, the tables in :mod:`bench.segmentation_tables`.
+MFU = model FLOPs of one step (:class:`torch.utils.flop_counter.FlopCounterMode`: convolutions and
+matmuls, forward + backward) per second over the device's dense bf16 peak (a table of known GPUs,
+or ``--peak-tflops``).
 """
 from __future__ import annotations
 
 import argparse
-import copy
-import gc
-import json
-import math
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import nn
 
 from bench import input_pipeline
-from bench.run_projection import CITY_8, VOC_20, RunPlan, project
-from bench.training_steps import (ProjectLoop, ReferenceLoop, StepConfig, backend_flags, count_flops, pin,
-                                  project_runtime, reference_precision, synchronize, synthetic_batch)
-from segmentation.datasets import CITY_NUM_CLASSES, VOC_NUM_CLASSES
-from segmentation.evaluation import evaluate
-from segmentation.labeling import label_pass
+from bench.common import (SEED, add_channels_last, add_json, check_ranges, fmt, parser, release,
+                          resolve, run_fields, write_json)
+from bench.run_projection import project
+from bench.segmentation_rates import Variant, make_setting, measure_inference, measure_training, scaled
+from bench.segmentation_tables import projection_table, throughput_table, training_table, workers_lines
+from bench.training_steps import reference_precision
 from segmentation.models import BACKBONES, deeplab_v2
-from segmentation.transforms import CITY_CROP_SIZE, CITY_SIZE, VOC_CROP_SIZE, VOC_TEST_SIZE
+from segmentation.transforms import VOC_CROP_SIZE
 from utils.amp import Precision, choose_mode
 from utils.cli import memory_format_for
 from utils.cost import device_name
-from utils.errors import UserError, run_cli
-from utils.io import write_text_atomic
-from utils.runtime import resolve_device
+from utils.errors import run_cli
 
 # Dense bf16 tensor-core peaks (TFLOPS), matched in order against torch.cuda.get_device_name().
 PEAK_BF16_TFLOPS: tuple[tuple[str, float], ...] = (
     ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4), ("A100", 312.0),
     ("L40S", 362.1), ("L40", 181.0), ("L4", 121.0),
 )
-LABEL_RATIO = 0.2   # the first phase's CBC ratio (docs/method.md §1.1); the speed does not depend on it
-LABEL_BATCH = 8     # docs/method.md §7.3: labelling calls use batch 8
-EVAL_BATCH = 8      # docs/method.md §8: labelled + pseudo batch size
 DEFAULT_PIPELINE_ROOT = "/tmp/dmt_bench_voc"
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    num_classes: int
-    test_size: tuple[int, int]      # labelling / evaluation size (VOC padded to, City resized to)
-    original_size: tuple[int, int]  # a typical image; the labeller keeps its top-left crop (docs/method.md §2.1)
-    supervised: StepConfig
-    dmt: StepConfig
-    plan: RunPlan
-
-
-def scaled(size: Sequence[int], factor: float) -> tuple[int, int]:
-    return tuple(max(16, round(n * factor)) for n in size)  # type: ignore[return-value]
-
-
-def make_setting(name: str, factor: float) -> Setting:
-    """VOC / Cityscapes sizes, batches, γ and logging intervals (⌊steps per epoch / 10⌋, docs/method.md §9.1)."""
-    if name == "voc":
-        crop, classes = scaled(VOC_CROP_SIZE, factor), VOC_NUM_CLASSES
-        return Setting("voc", classes, scaled(VOC_TEST_SIZE, factor), scaled((375, 500), factor),
-                       StepConfig(classes, crop, labelled=8, log_every=67 // 10),
-                       StepConfig(classes, crop, labelled=1, pseudo=7, gamma=(5.0, 5.0), log_every=1436 // 10),
-                       VOC_20)
-    crop, classes = scaled(CITY_CROP_SIZE, factor), CITY_NUM_CLASSES
-    return Setting("city", classes, scaled(CITY_SIZE, factor), scaled((1024, 2048), factor),
-                   StepConfig(classes, crop, labelled=8, log_every=47 // 10),
-                   StepConfig(classes, crop, labelled=2, pseudo=6, gamma=(3.0, 3.0), log_every=434 // 10),
-                   CITY_8)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """How one column runs: precision, memory format, cuDNN/TF32 switches, compile."""
-
-    name: str
-    precision: Precision
-    memory_format: torch.memory_format
-    fast_backends: bool
-    compile: bool = False
-
-    def describe(self) -> str:
-        layout = "NHWC" if self.memory_format == torch.channels_last else "NCHW"
-        return f"{self.precision.mode} {layout}" + (" compiled" if self.compile else "")
+# flag: (default on CUDA, default on CPU)
+DEVICE_DEFAULTS = {"iters": (20, 2), "warmup": (5, 1), "label_images": (64, 8), "eval_images": (64, 8)}
 
 
 def peak_tflops(device: torch.device, override: float | None) -> tuple[float | None, str]:
@@ -122,212 +66,9 @@ def peak_tflops(device: torch.device, override: float | None) -> tuple[float | N
     return None, f"unknown GPU {name!r} (pass --peak-tflops)"
 
 
-def release(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def peak_memory_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-
-
-def reset_peak(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-# ------------------------------------------------------------------------------------ training
-def measure_training(base: nn.Module, cfg: StepConfig, variant: Variant, device: torch.device, iters: int,
-                     warmup: int, peak: float | None) -> dict[str, Any]:
-    model = copy.deepcopy(base).to(device=device, memory_format=variant.memory_format)
-    batch = synthetic_batch(cfg)
-    with backend_flags(device, variant.fast_backends):
-        if variant.name == "reference":
-            loop = ReferenceLoop(model, cfg, device, variant.precision)
-            flops = count_flops(lambda: loop.run(batch, 1))
-        else:
-            batch = pin(batch) if device.type == "cuda" else batch
-            rt = project_runtime(device, variant.precision, variant.memory_format)
-            eager = ProjectLoop(model, cfg, rt)
-            flops = count_flops(lambda: eager.run(batch, 1))
-            loop = ProjectLoop(torch.compile(model), cfg, rt, params_of=model) if variant.compile else eager
-        loop.run(batch, warmup)
-        synchronize(device)
-        reset_peak(device)
-        start = time.perf_counter()
-        loop.run(batch, iters)
-        synchronize(device)
-        seconds = (time.perf_counter() - start) / iters
-    memory = peak_memory_gib(device)
-    del loop, model
-    release(device)
-    return {"variant": variant.name, "settings": variant.describe(), "batch": cfg.batch,
-            "ms_per_it": seconds * 1000, "images_per_s": cfg.batch / seconds, "peak_mem_gib": memory,
-            "tflop_per_it": flops / 1e12, "mfu": (flops / seconds / (peak * 1e12)) if peak else None}
-
-
-# ------------------------------------------------------------------------------------ labelling / eval
-def _warm_forward(model: nn.Module, images: torch.Tensor, variant: Variant, device: torch.device) -> None:
-    with torch.no_grad(), variant.precision.autocast():
-        model(images.to(device).contiguous(memory_format=variant.memory_format))
-    synchronize(device)
-
-
-def measure_labelling(model: nn.Module, setting: Setting, variant: Variant, device: torch.device,
-                      images: int, folder: Path, one_pass: bool = True) -> dict[str, Any]:
-    """A CBC labelling pass (docs/method.md §2.1) over ``images`` test-size images: forward(s),
-    thresholds and ``.npy`` files (:func:`segmentation.labeling.label_pass`); ``one_pass``: the
-    project's (label, confidence) cache in memory, else the original's two forward passes."""
-    host = torch.randn(LABEL_BATCH, 3, *setting.test_size)
-    host = host.pin_memory() if device.type == "cuda" and variant.name == "ours" else host
-    batches = math.ceil(images / LABEL_BATCH)
-    sizes = [setting.original_size] * LABEL_BATCH
-    passes = 1 if one_pass else 2
-
-    def loader():
-        for b in range(batches):
-            yield host, None, [f"{variant.name}{passes}_{b}_{i}" for i in range(LABEL_BATCH)], sizes
-
-    class Loader:  # iterable twice, as a DataLoader
-        def __iter__(self):
-            return loader()
-
-    _warm_forward(model, host, variant, device)
-    folder.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
-    result = label_pass(model, Loader(), device, variant.precision, variant.memory_format, setting.num_classes,
-                        LABEL_RATIO, 16, folder, cache_bytes=2**40 if one_pass else 0)
-    assert result.passes == passes
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    return {"variant": variant.name, "settings": variant.describe(), "passes": passes,
-            "images": batches * LABEL_BATCH, "images_per_s": batches * LABEL_BATCH / seconds}
-
-
-def measure_evaluation(model: nn.Module, setting: Setting, variant: Variant, device: torch.device,
-                       images: int) -> dict[str, Any]:
-    """:func:`segmentation.evaluation.evaluate` (whole image, docs/method.md §8) over ``images`` test-size images."""
-    g = torch.Generator().manual_seed(1)
-    host = torch.randn(EVAL_BATCH, 3, *setting.test_size, generator=g)
-    labels = torch.randint(0, setting.num_classes, (EVAL_BATCH, *setting.test_size), generator=g)
-    if device.type == "cuda" and variant.name == "ours":
-        host, labels = host.pin_memory(), labels.pin_memory()
-    batches = math.ceil(images / EVAL_BATCH)
-    _warm_forward(model, host, variant, device)
-    start = time.perf_counter()
-    evaluate(model, [(host, labels)] * batches, setting.num_classes, device, variant.precision,
-             memory_format=variant.memory_format)
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    return {"variant": variant.name, "settings": variant.describe(), "images": batches * EVAL_BATCH,
-            "images_per_s": batches * EVAL_BATCH / seconds}
-
-
-def measure_inference(base: nn.Module, setting: Setting, variant: Variant, device: torch.device,
-                      label_images: int, eval_images: int, workdir: Path) -> tuple[dict, dict]:
-    model = copy.deepcopy(base).to(device=device, memory_format=variant.memory_format).eval()
-    with backend_flags(device, variant.fast_backends):
-        # the reference labels in two forward passes, as the original; ours in one, and (for the
-        # one-pass speed-up in the same run) in two: alternated twice, the faster of each kept, so
-        # that a load change on a shared machine does not fall on one of them only
-        if variant.name == "reference":
-            labelling = [measure_labelling(model, setting, variant, device, label_images,
-                                           workdir / f"{setting.name}-{variant.name}-2", one_pass=False)]
-        else:
-            runs = [measure_labelling(model, setting, variant, device, label_images,
-                                      workdir / f"{setting.name}-{variant.name}-{passes}-{r}", one_pass=passes == 1)
-                    for r in range(2) for passes in (1, 2)]
-            labelling = [max((x for x in runs if x["passes"] == p), key=lambda x: x["images_per_s"]) for p in (1, 2)]
-        evaluation = measure_evaluation(model, setting, variant, device, eval_images)
-    del model
-    release(device)
-    return labelling, evaluation
-
-
-# ------------------------------------------------------------------------------------ report
-def _num(value: float | None, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
-
-
-def _size(size: Sequence[int]) -> str:
-    return f"{size[0]}×{size[1]}"
-
-
-def training_table(results: dict[str, Any]) -> list[str]:
-    lines = ["| setting | step | batch | crop | variant | settings | ms/it | images/s | peak mem (GiB) "
-             "| TFLOP/it | MFU |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, res in results.items():
-        for step in ("supervised", "dmt"):
-            for row in res["train"][step]["rows"]:
-                mfu = None if row["mfu"] is None else 100 * row["mfu"]
-                lines.append(f"| {name} | {step} | {res['train'][step]['batch_layout']} | {_size(res['crop'])} | "
-                             f"{row['variant']} | {row['settings']} | {row['ms_per_it']:.1f} | "
-                             f"{row['images_per_s']:.2f} | {_num(row['peak_mem_gib'], '.2f')} | "
-                             f"{row['tflop_per_it']:.4g} | {_num(mfu, '.1f')}{'' if mfu is None else '%'} |")
-    return lines
-
-
-def throughput_table(results: dict[str, Any], pipeline: dict[str, Any] | None) -> list[str]:
-    lines = ["| setting | pass | size | batch | variant | settings | images/s |", "|---|---|---|---|---|---|---|"]
-    for name, res in results.items():
-        for key in ("labelling", "evaluation"):
-            for row in res[key]["rows"]:
-                label = (f"labelling ({row['passes']} pass{'es' if row['passes'] > 1 else ''} + CBC + .npy)"
-                         if key == "labelling" else "evaluation")
-                lines.append(f"| {name} | {label} | {_size(res['test_size'])} | {LABEL_BATCH if key == 'labelling' else EVAL_BATCH} "
-                             f"| {row['variant']} | {row['settings']} | {row['images_per_s']:.2f} |")
-    if pipeline is not None:
-        crop = _size(pipeline["crop"])
-        lines.append(f"| voc | input pipeline (decode+augment, per worker) | {crop} | 1 | labelled | JPEG+PNG | "
-                     f"{pipeline['labelled_per_worker']:.1f} |")
-        lines.append(f"| voc | input pipeline (decode+augment, per worker) | {crop} | 1 | pseudo | JPEG+.npy | "
-                     f"{pipeline['pseudo_per_worker']:.1f} |")
-        lines.append(f"| voc | input pipeline (decode only, per worker) | 375×500 | 1 | labelled | JPEG+PNG | "
-                     f"{pipeline['labelled_decode_per_worker']:.1f} |")
-        lines.append(f"| voc | input pipeline (decode only, per worker) | 375×500 | 1 | pseudo | JPEG+.npy | "
-                     f"{pipeline['pseudo_decode_per_worker']:.1f} |")
-    return lines
-
-
-def projection_table(results: dict[str, Any]) -> list[str]:
-    lines = ["| run | part | count | reference (h) | ours (h) |", "|---|---|---|---|---|"]
-    for res in results.values():
-        plan, proj = res["plan"], res["projection"]
-        ref, ours = proj["reference"], proj["ours"]
-        counts = {"baselines_s": f"{plan['baselines']} × {plan['baseline_iters']:,} it",
-                  "phases_s": f"{plan['phases']} × {plan['phase_iters']:,} it",
-                  "labelling_s": f"{plan['labelings']} × {plan['unlabelled_images']:,} images",
-                  "evaluation_s": f"{ref['evaluations']} × {plan['val_images']:,} images",
-                  "total_s": f"ours/reference {proj['speedup']:.2f}×"}
-        for key, count in counts.items():
-            lines.append(f"| {plan['name'] if key == 'baselines_s' else ''} | {key[:-2]} | {count} | "
-                         f"{ref[key] / 3600:.2f} | {ours[key] / 3600:.2f} |")
-    return lines
-
-
-def workers_lines(results: dict[str, Any], pipeline: dict[str, Any] | None) -> list[str]:
-    """Workers each loader needs to keep up with ours' measured step rate (VOC input rates)."""
-    if pipeline is None or "voc" not in results:
-        return []
-    res = results["voc"]
-    out = []
-    for step, (pseudo, labelled) in (("dmt", (7, 1)), ("supervised", (0, 8))):
-        ours = next(r for r in res["train"][step]["rows"] if r["variant"] == "ours")
-        steps_per_s = 1000 / ours["ms_per_it"]
-        need = [f"labelled loader ≥ {input_pipeline.workers_needed(labelled * steps_per_s, pipeline['labelled_per_worker'])}"]
-        if pseudo:
-            need.insert(0, f"pseudo loader ≥ "
-                           f"{input_pipeline.workers_needed(pseudo * steps_per_s, pipeline['pseudo_per_worker'])}")
-        out.append(f"- voc {step} at {ours['images_per_s']:.1f} images/s: {', '.join(need)} workers "
-                   "(the project's default is --workers 4 per loader)")
-    return out
-
-
 # ------------------------------------------------------------------------------------ main
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench.segmentation",
-                                description=" ".join(__doc__.split("\n\n")[0].split()))
+    p = parser("python -m bench.segmentation", __doc__)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--backbone", choices=sorted(BACKBONES), default="resnet101")
     p.add_argument("--setting", choices=["voc", "city", "both"], default="both")
@@ -337,38 +78,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile ours (warm-up absorbs the compile time)")
     p.add_argument("--amp-dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
                    help="ours' precision (auto: the project's --mixed-precision default, bf16 where supported)")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="ours' memory format (default: the project's: channels_last on CUDA, NCHW on CPU)")
+    add_channels_last(p)
     p.add_argument("--peak-tflops", type=float, default=None, help="device peak for MFU (default: table of GPUs)")
     p.add_argument("--label-images", type=int, default=None, help="images per labelling measurement (default 64 CUDA / 8 CPU)")
     p.add_argument("--eval-images", type=int, default=None, help="images per evaluation measurement (default 64 CUDA / 8 CPU)")
     p.add_argument("--pipeline-images", type=int, default=64, help="images for the input-pipeline rate (0: skip)")
     p.add_argument("--pipeline-root", default=DEFAULT_PIPELINE_ROOT, help="where the synthetic VOC set is made/reused")
-    p.add_argument("--seed", type=int, default=0, help="seeds the random weights")
-    p.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    p.add_argument("--seed", type=int, default=SEED, help="seeds the random weights")
+    add_json(p)
     args = p.parse_args(argv)
-    checks = (("--size-scale", args.size_scale, args.size_scale > 0),
-              ("--iters", args.iters, args.iters is None or args.iters >= 1),
-              ("--warmup", args.warmup, args.warmup is None or args.warmup >= 0),
-              ("--label-images", args.label_images, args.label_images is None or args.label_images >= 1),
-              ("--eval-images", args.eval_images, args.eval_images is None or args.eval_images >= 1),
-              ("--pipeline-images", args.pipeline_images, args.pipeline_images >= 0),
-              ("--peak-tflops", args.peak_tflops, args.peak_tflops is None or args.peak_tflops > 0))
-    for flag, value, ok in checks:
-        if not ok:
-            raise UserError(f"{flag} {value}: out of range; sizes, counts and peaks must be positive "
-                            "(--warmup and --pipeline-images may be 0)")
+    check_ranges((("--size-scale", args.size_scale, args.size_scale > 0),
+                  ("--iters", args.iters, args.iters is None or args.iters >= 1),
+                  ("--warmup", args.warmup, args.warmup is None or args.warmup >= 0),
+                  ("--label-images", args.label_images, args.label_images is None or args.label_images >= 1),
+                  ("--eval-images", args.eval_images, args.eval_images is None or args.eval_images >= 1),
+                  ("--pipeline-images", args.pipeline_images, args.pipeline_images >= 0),
+                  ("--peak-tflops", args.peak_tflops, args.peak_tflops is None or args.peak_tflops > 0)),
+                 "; sizes, counts and peaks must be positive (--warmup and --pipeline-images may be 0)")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    device = resolve_device(args.device)
+    device = resolve(args, DEVICE_DEFAULTS)
     cuda = device.type == "cuda"
-    iters = args.iters if args.iters is not None else (20 if cuda else 2)
-    warmup = args.warmup if args.warmup is not None else (5 if cuda else 1)
-    label_images = args.label_images if args.label_images is not None else (64 if cuda else 8)
-    eval_images = args.eval_images if args.eval_images is not None else (64 if cuda else 8)
+    iters, warmup, label_images, eval_images = args.iters, args.warmup, args.label_images, args.eval_images
     peak, peak_source = peak_tflops(device, args.peak_tflops)
     ours_mode = "fp32" if args.amp_dtype == "fp32" else choose_mode(True, args.amp_dtype, device)
     reference = Variant("reference", reference_precision(device), torch.contiguous_format, fast_backends=False)
@@ -415,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     header = (f"Segmentation speed — {time.strftime('%Y-%m-%d')}, device {device} ({device_name(device)}), "
               f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads, backbone {args.backbone}, "
               f"size scale {args.size_scale:g}, {iters} timed iterations after {warmup} warm-up; "
-              f"MFU peak: {_num(peak, 'g')} TFLOPS ({peak_source})")
+              f"MFU peak: {fmt(peak, 'g')} TFLOPS ({peak_source})")
     notes = [f"reference = the original 2020 loop: {reference.describe()}"
              + (", fp16 autocast + GradScaler" if cuda else " (fp16 autocast does not exist on CPU: fp32)")
              + ", no compile, no cuDNN autotuning, pageable batch copied per step, training confusion matrix and "
@@ -437,12 +171,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
               "", *projection_table(results)]
     print("\n".join(lines), flush=True)
 
-    out = {"date": time.strftime("%Y-%m-%d"), "device": str(device), "device_name": device_name(device),
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "backbone": args.backbone,
+    out = {**run_fields(device), "threads": torch.get_num_threads(), "backbone": args.backbone,
            "size_scale": args.size_scale, "iters": iters, "warmup": warmup, "peak_tflops": peak,
            "peak_source": peak_source, "settings": results, "input_pipeline": pipeline}
-    if args.json:
-        write_text_atomic(args.json, json.dumps(out, indent=2) + "\n")
+    write_json(args.json, out)
     return out
 
 

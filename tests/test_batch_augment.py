@@ -1,4 +1,5 @@
-"""The batched device train transform (classification/batch_augment.py) against the PIL path, op by op.
+"""The batched device train transform (classification/batch_augment.py, batch_draws.py, batch_ops.py)
+against the PIL path, op by op.
 
 Each op of the 16 runs through the PIL implementation (classification.augment, i.e. the original's
 PIL calls) and through the batched one on the same uint8 images with the same magnitude (and sign /
@@ -20,7 +21,7 @@ from PIL import Image
 from scipy import stats
 from torchvision.transforms.v2 import functional as F
 
-from classification import augment, batch_augment as ba, options
+from classification import augment, batch_augment as ba, batch_draws as draws, options
 from classification.augment import GEOMETRIC_OPS, RANDAUGMENT_OPS, op_magnitude
 from classification.cifar import CifarDataset
 from utils.batches import EpochStream, SeededDataset, _mix
@@ -68,8 +69,8 @@ def pil_op(name: str, image: np.ndarray, m: int, sign: int, centre: tuple[float,
 def batched_op(name: str, m: int, sign: int, centres: np.ndarray) -> np.ndarray:
     """The batched stage with every image given op ``name``: (B, 32, 32, 3)."""
     b = len(IMAGES)
-    g = ba.GROUP_ORDER.index(name)
-    starts = [0] * (g + 1) + [b] * (len(ba.GROUP_ORDER) - g)
+    g = draws.GROUP_ORDER.index(name)
+    starts = [0] * (g + 1) + [b] * (len(draws.GROUP_ORDER) - g)
     out = AUGMENTER.stage(CHW, torch.full((b,), NAMES.index(name)), torch.full((b,), m), torch.full((b,), sign),
                           torch.from_numpy(centres), starts)
     return out.numpy().transpose(0, 2, 3, 1)
@@ -110,7 +111,7 @@ def test_crop_and_flip_equal_torchvision_on_pil():
             assert np.array_equal(out.numpy().transpose(1, 2, 0), np.asarray(ref)), (y, x, flip)
 
 
-def pil_transform(image: np.ndarray, p: ba.AugmentParams, b: int) -> torch.Tensor:
+def pil_transform(image: np.ndarray, p: draws.AugmentParams, b: int) -> torch.Tensor:
     """The PIL path with image b's drawn choices: crop → flip → n ops → ToTensor → Normalize."""
     out = F.crop(F.pad(Image.fromarray(image), [4], fill=128), int(p.crop_y[b]), int(p.crop_x[b]), 32, 32)
     out = np.asarray(F.hflip(out) if p.flip[b] else out)
@@ -131,7 +132,7 @@ def test_whole_transform_equals_the_pil_path_bit_for_bit():
     raw, labels = ba.RawCollate(2, 10, dataset.empty_targets())(items)
     augmenter = ba.BatchRandAugment("cpu", n=2, m_max=10)
     got = augmenter(raw)
-    params = ba.draw_params(np.array([item[1] for item in items], dtype=np.uint64), 2, 10)
+    params = draws.draw_params(np.array([item[1] for item in items], dtype=np.uint64), 2, 10)
     assert set(params.ops.ravel()) == set(range(16))  # every op occurs
     expected = torch.stack([pil_transform(rows[i % 50].transpose(1, 2, 0), params, i) for i in range(200)])
     assert got.dtype == torch.float32 and got.shape == (200, 3, 32, 32)
@@ -155,7 +156,7 @@ def test_draws_have_the_originals_distribution_on_100k_seeds():
     """Ops uniform over 16 with replacement (independent of each other and of m), m ~ U{1..10}, crop
     offsets U{0..8}, flip and sign fair, Cutout centre uniform: chi-square p > 1e-3 on 10⁵ draws."""
     seeds = np.array([_mix(1, e, i, 1) for e in range(2) for i in range(50_000)], dtype=np.uint64)
-    p = ba.draw_params(seeds, n=2, m_max=10)
+    p = draws.draw_params(seeds, n=2, m_max=10)
     assert p.ops.min() == 0 and p.ops.max() == 15 and p.m.min() == 1 and p.m.max() == 10
     for name, values, cells in (("op 1", p.ops[:, 0], 16), ("op 2", p.ops[:, 1], 16), ("m", p.m - 1, 10),
                                 ("crop y", p.crop_y, 9), ("crop x", p.crop_x, 9), ("flip", p.flip.astype(int), 2),
@@ -175,11 +176,11 @@ def test_draws_have_the_originals_distribution_on_100k_seeds():
 
 def test_draws_depend_on_the_sample_seed_only():
     seeds = np.array([_mix(9, i) for i in range(64)], dtype=np.uint64)
-    whole = ba.draw_params(seeds, 1, 10)
-    part = ba.draw_params(seeds[::-1][:10].copy(), 1, 10)
+    whole = draws.draw_params(seeds, 1, 10)
+    part = draws.draw_params(seeds[::-1][:10].copy(), 1, 10)
     for field in ("crop_y", "crop_x", "flip", "m", "ops", "signs", "centres"):
         assert np.array_equal(getattr(whole, field)[::-1][:10], getattr(part, field)), field
-    other = ba.draw_params(seeds + np.uint64(1), 1, 10)
+    other = draws.draw_params(seeds + np.uint64(1), 1, 10)
     assert not np.array_equal(whole.ops, other.ops)
 
 
@@ -203,7 +204,7 @@ def test_raw_stream_follows_the_pil_streams_order_and_resumes():
     from_start = list(itertools.islice(raw.iterate(0), 10))
     for (batch, indices), (batch2, indices2), expected in zip(itertools.islice(raw.iterate(3), 7),
                                                               itertools.islice(raw2.iterate(3), 7), pil.iterate(3)):
-        assert isinstance(batch, ba.RawBatch) and len(batch) == len(indices)
+        assert isinstance(batch, draws.RawBatch) and len(batch) == len(indices)
         assert torch.equal(indices, expected) and torch.equal(indices2, expected)
         assert torch.equal(batch.ints, batch2.ints) and torch.equal(batch.centres, batch2.centres)
     resumed = next(raw.iterate(3))[0]
@@ -230,14 +231,14 @@ def test_device_batches_keep_the_nesting():
 
 
 def test_group_sort_covers_the_batch():
-    params = ba.draw_params(np.arange(300, dtype=np.uint64), 3, 10)
-    batch = ba.RawBatch.build(np.zeros((300, 3, 32, 32), np.uint8), params)
+    params = draws.draw_params(np.arange(300, dtype=np.uint64), 3, 10)
+    batch = draws.RawBatch.build(np.zeros((300, 3, 32, 32), np.uint8), params)
     for k in range(3):
         order = batch.orders[k].numpy()
         assert sorted(order) == list(range(300))
         starts = batch.starts[k]
         assert starts[0] == 0 and starts[-1] == 300 and len(starts) == 17
-        for g, name in enumerate(ba.GROUP_ORDER):
+        for g, name in enumerate(draws.GROUP_ORDER):
             assert (params.ops[order[starts[g]:starts[g + 1]], k] == NAMES.index(name)).all()
 
 
