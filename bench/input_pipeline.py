@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from data.synthetic import make_voc
-from segmentation.datasets import VOC_NUM_CLASSES, VOCSegmentation, read_pseudo, read_rgb
+from segmentation.datasets import VOCSegmentation, read_pseudo, read_rgb
+from segmentation.run_config import VOC_NUM_CLASSES
 from segmentation.transforms import IGNORE_INDEX, train_transforms
 from utils.io import read_id_list, save_npy_atomic
 

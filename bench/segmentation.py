@@ -38,7 +38,7 @@ from bench.segmentation_rates import Variant, make_setting, measure_inference, m
 from bench.segmentation_tables import projection_table, throughput_table, training_table, workers_lines
 from bench.training_steps import reference_precision
 from segmentation.models import BACKBONES, deeplab_v2
-from segmentation.transforms import VOC_CROP_SIZE
+from segmentation.run_config import VOC_CROP_SIZE
 from utils.amp import Precision, choose_mode
 from utils.cli import memory_format_for
 from utils.cost import device_name

@@ -3,7 +3,7 @@
 Cityscapes settings (:func:`make_setting`) with random weights.
 
 Labelling (forward passes, the per-class thresholds and the ``.npy`` writes,
-:func:`segmentation.labeling.label_pass`) and evaluation (:func:`segmentation.evaluation.evaluate`)
+:func:`segmentation.label_pass.label_pass`) and evaluation (:func:`segmentation.evaluation.evaluate`)
 run the project's code in both columns, eager, with each column's precision and memory format; the
 reference labels in two forward passes per image (the original's), ours in one (the cache) and, for
 the one-pass speed-up in the same run, also in two.
@@ -24,10 +24,10 @@ from bench.common import peak_memory_gib, release, reset_peak
 from bench.run_projection import CITY_8, VOC_20, RunPlan
 from bench.training_steps import (ProjectLoop, ReferenceLoop, StepConfig, backend_flags, count_flops, pin,
                                   project_runtime, synchronize, synthetic_batch)
-from segmentation.datasets import CITY_NUM_CLASSES, VOC_NUM_CLASSES
+from segmentation.run_config import CITY_NUM_CLASSES, VOC_NUM_CLASSES
 from segmentation.evaluation import evaluate
-from segmentation.labeling import label_pass
-from segmentation.transforms import CITY_CROP_SIZE, CITY_SIZE, VOC_CROP_SIZE, VOC_TEST_SIZE
+from segmentation.label_pass import label_pass
+from segmentation.run_config import CITY_CROP_SIZE, CITY_SIZE, VOC_CROP_SIZE, VOC_TEST_SIZE
 from utils.amp import Precision
 
 LABEL_RATIO = 0.2   # the first phase's CBC ratio (docs/method.md §1.1); the speed does not depend on it
@@ -120,7 +120,7 @@ def _warm_forward(model: nn.Module, images: torch.Tensor, variant: Variant, devi
 def measure_labelling(model: nn.Module, setting: Setting, variant: Variant, device: torch.device,
                       images: int, folder: Path, one_pass: bool = True) -> dict[str, Any]:
     """A CBC labelling pass (docs/method.md §2.1) over ``images`` test-size images: forward(s),
-    thresholds and ``.npy`` files (:func:`segmentation.labeling.label_pass`); ``one_pass``: the
+    thresholds and ``.npy`` files (:func:`segmentation.label_pass.label_pass`); ``one_pass``: the
     project's (label, confidence) cache in memory, else the original's two forward passes."""
     host = torch.randn(LABEL_BATCH, 3, *setting.test_size)
     host = host.pin_memory() if device.type == "cuda" and variant.name == "ours" else host

@@ -31,7 +31,8 @@ from PIL import Image
 
 from data.prepare_common import add_count_flags, add_workers_flag, check_counts, examples, run_jobs
 from segmentation.cityscapes_lists import list_split
-from segmentation.datasets import CITY_NUM_CLASSES, read_index_png
+from segmentation.datasets import read_index_png
+from segmentation.run_config import CITY_NUM_CLASSES
 from segmentation.generate_splits import id_list_text
 from segmentation.transforms import CITY_NUM_LABEL_IDS, IGNORE_INDEX, city_label_lut
 from utils.errors import UserError, run_cli

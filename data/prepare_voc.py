@@ -36,7 +36,8 @@ from scipy.io import loadmat
 from scipy.io.matlab import MatReadError
 
 from data.prepare_common import add_count_flags, add_workers_flag, check_counts, examples, run_jobs
-from segmentation.datasets import VOC_NUM_CLASSES, read_index_png
+from segmentation.datasets import read_index_png
+from segmentation.run_config import VOC_NUM_CLASSES
 from segmentation.generate_splits import id_list_text
 from segmentation.palette import VOC_PALETTE
 from segmentation.transforms import IGNORE_INDEX

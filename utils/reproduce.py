@@ -92,7 +92,7 @@ def slot_label(slot: str) -> str:
 def summary(table_name: str, jobs: Sequence[Job], status_file: str | None) -> str:
     """One row per job (experiment × split id / seed): its status, its phase-0 and last-phase
     results from its log.txt, and its log file."""
-    from utils.report import read_logs, split_run_name  # noqa: F401  (same parser as the report)
+    from utils.report import read_logs  # the same parser as the report
     status: dict[str, str] = {}
     if status_file and Path(status_file).is_file():
         for line in Path(status_file).read_text().splitlines():
