@@ -11,7 +11,7 @@ import time
 from typing import Sequence
 
 from classification.run_config import VALTINY_SET
-from utils.cli import add_runtime_args
+from utils.cli import add_label_quality_args, add_runtime_args
 from utils.errors import UserError
 
 DEFAULT_DATA_ROOT = "datasets/cifar10"
@@ -95,12 +95,7 @@ def build_dmt_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-dir", default=None,
                    help="new: folder of the <train-set>_pseudo file written by --labeling and read for "
                         "training (default: cifar-10-batches-py, as the original)")
-    p.add_argument("--no-gt-diagnostics", action="store_true",
-                   help="new: --labeling does not compare the kept labels with the unlabelled file's true labels "
-                        "(default on; off by itself when the file has none)")
-    p.add_argument("--label-phase", type=int, default=None,
-                   help="new: phase number of a labelling pass for TensorBoard (default: from the labeller's "
-                        "file name <exp>__p<k>--ema.pt, k + 1)")
+    add_label_quality_args(p, "the labeller's file name <exp>__p<k>--ema.pt, k + 1")
     p.add_argument("--ramp-off-by-one", action="store_true",
                    help="new: the original's γ ramp counter (iteration 1 uses the full γ, docs/method.md §11.6)")
     _add_shared(p, n=1, m=10, alpha=0.75, epochs=300, train_set="400_seed1",

@@ -19,10 +19,10 @@ pickle is the one it wrote (:class:`utils.run_files.PassRecord`).
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.cli import launch_world_size
 from utils.run_files import PassRecord, RunFiles, file_identity, single_file_manifest
 
 # --- dataset facts: the CIFAR folder and the split file names (docs/method.md §9.2)
@@ -40,11 +40,6 @@ def task_of(args: argparse.Namespace) -> str:
     if hasattr(args, "state"):
         return "test" if args.state == 2 else "baseline"
     return "labeling" if args.labeling else "dmt"
-
-
-def world_size() -> int:
-    """The number of torchrun processes, read before any process group exists (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 @dataclass(frozen=True)
@@ -80,7 +75,7 @@ class RunConfig:
         pseudo_record = pseudo_file.with_name(pseudo_file.name + ".json")
         val_set = VALTINY_SET if args.valtiny else TEST_SET
         files = RunFiles(Path(args.out_dir), args.exp_name, args.log, Path(args.log_dir) if args.log_dir else None)
-        world = world_size()
+        world = launch_world_size()
         writable = [(Path(args.out_dir), "--out-dir")] + ([(Path(args.log_dir), "--log-dir")] if args.log_dir else [])
         inputs = {"labeling": [(unlabelled, "labelled")], "test": [(folder / val_set, "labelled")],
                   "baseline": [(train_file, "labelled"), (folder / val_set, "labelled")],

@@ -9,7 +9,7 @@ import argparse
 import time
 from typing import Sequence
 
-from utils.cli import add_runtime_args
+from utils.cli import add_label_quality_args, add_runtime_args
 
 STATES = {1: "dmt (or labelling with --labeling)", 2: "supervised", 3: "test"}
 
@@ -70,12 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="new: host memory (GiB) for the labeller's one-pass cache of (label, confidence); beyond it "
                         "a scratch file in the .partial folder (default: 25%% of MemAvailable over the node's "
                         "processes; 0 = no cache, the original's two forward passes)")
-    p.add_argument("--no-gt-diagnostics", action="store_true",
-                   help="new: labelling does not compare its pseudo labels with the unlabelled images' ground "
-                        "truth (default on; off by itself when a label file is missing)")
-    p.add_argument("--label-phase", type=int, default=None,
-                   help="new: phase number of a labelling pass for TensorBoard (default: from the run names "
-                        "<exp>__p<k>--<model>)")
+    add_label_quality_args(p, "the run names <exp>__p<k>--<model>")
     p.add_argument("--eval-protocol", choices=["whole", "sliding", "msf"], default="whole",
                    help="new: test protocol: whole image (the paper's), sliding window, multi-scale + flip")
     p.add_argument("--eval-crop", type=int, nargs=2, metavar=("H", "W"), default=None,

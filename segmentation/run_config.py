@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from utils.cli import launch_world_size
 from utils.run_files import PassRecord, RunFiles, file_identity, file_manifest
 
 # --- dataset facts (docs/method.md §5.1, §6.1)
@@ -86,11 +87,6 @@ def task_of(args: argparse.Namespace) -> str:
     return {1: "dmt", 2: "supervised", 3: "test"}[args.state]
 
 
-def world_size() -> int:
-    """The number of torchrun processes, read before any process group exists (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 @dataclass(frozen=True)
 class RunConfig:
     args: argparse.Namespace           # the parsed flags (hyper-parameters)
@@ -128,7 +124,7 @@ class RunConfig:
         stride = tuple(args.eval_stride) if args.eval_stride else default_stride(window)
         files = RunFiles(Path(args.out_dir), args.exp_name, tb_root=Path(args.log_dir) if args.log_dir else None)
         pseudo_dir = Path(args.pseudo_dir) if args.pseudo_dir else Path(args.out_dir) / "pseudo" / args.exp_name
-        world = world_size()
+        world = launch_world_size()
         writable = [(Path(args.out_dir), "--out-dir")] + ([(Path(args.log_dir), "--log-dir")] if args.log_dir else [])
         if task == "labeling":  # the pass writes <pseudo-dir>.partial beside the folder, then renames it
             writable.append((pseudo_dir.parent, "--pseudo-dir (its parent folder)"))

@@ -41,6 +41,25 @@ def add_runtime_args(p: argparse.ArgumentParser, default_workers: int = 4, defau
                         "autotuning and TF32 off, CUBLAS_WORKSPACE_CONFIG=:4096:8 set on CUDA")
 
 
+def add_label_quality_args(p: argparse.ArgumentParser, phase_source: str) -> None:
+    """The flags of the pseudo-label quality diagnostics (:mod:`utils.label_quality`), both tasks."""
+    p.add_argument("--no-gt-diagnostics", action="store_true",
+                   help="new: labelling does not compare its pseudo labels with the true labels of the unlabelled "
+                        "data (default on; off by itself when they are missing)")
+    p.add_argument("--label-phase", type=int, default=None,
+                   help=f"new: phase number of a labelling pass for TensorBoard (default: from {phase_source})")
+
+
+def launch_rank() -> int:
+    """This process's torchrun rank, read before any process group exists (0 without torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def launch_world_size() -> int:
+    """The number of torchrun processes, read before any process group exists (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 CUBLAS_WORKSPACE = ":4096:8"  # what deterministic cuBLAS needs (CUDA docs, "Reproducibility")
 
 

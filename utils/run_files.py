@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from utils.cli import launch_rank
 from utils.run_log import done_path, finished_run
 
 
@@ -94,11 +95,6 @@ class PassRecord:
 
     def done_message(self, main: bool) -> str | None:
         return self.message if self.is_done() else None
-
-
-def launch_rank() -> int:
-    """This process's torchrun rank, read before any process group exists (0 without torchrun)."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def skip_if_done(done: RunFiles | PassRecord | None) -> bool:
