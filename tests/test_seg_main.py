@@ -201,7 +201,7 @@ def test_labelling_1000_images_matches_numpy_thresholds(labeller, tmp_path_facto
                             "--pseudo-dir", str(pseudo)), capsys)
     assert rc == 0, err
     assert len(list(pseudo.glob("*.npy"))) == 1000
-    check_pseudo_folder(pseudo, reference_predictions(root, labeller, ids[4:]), 0.3)
+    check_pseudo_folder(pseudo, reference_predictions(root, labeller, unlabelled_ids(root)), 0.3)
 
 
 def test_labelling_killed_midway_restarts_cleanly(voc, labeller, tmp_path, capsys, monkeypatch):
