@@ -18,17 +18,15 @@ import pytest
 import torch
 from torch import nn
 
-from classification import generate_splits, main_dmt, main_fs, training
+from classification import main_dmt, main_fs, training
 from classification.cifar import read_pseudo
 from classification.models import wrn_28_2
-from data.synthetic import make_cifar10
+from tests.helpers import cifar_with_splits, log_lines, run_program as run, tb_tags
 from utils.amp import Precision
 from utils.checkpoint import save_checkpoint
 from utils.cli import Runtime
 from utils.distributed import DistInfo
 from utils import trainer
-from utils.errors import run_cli
-from utils.run_log import parse_log_line
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN = np.array([0.49137, 0.48235, 0.44667], dtype=np.float32)  # docs/method.md §6.2
@@ -40,10 +38,7 @@ COST_FIELDS = {"wall_s", "images_per_s", "peak_mem_gb", "device", "procs"}
 # ----------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cifar")
-    make_cifar10(root, num_train_per_class=8, num_test_per_class=2)
-    generate_splits.main(["--root", str(root), "--sizes", "2", "--seeds", "1", "--val-size", "3"])
-    return root
+    return cifar_with_splits(tmp_path_factory.mktemp("cifar"), sizes=(2,))
 
 
 @pytest.fixture(autouse=True)
@@ -97,24 +92,6 @@ def reference_softmax(checkpoint: Path, rows: np.ndarray) -> np.ndarray:
 
 def common(cifar: Path, out: Path, *extra: str) -> list[str]:
     return ["--data-root", str(cifar), "--out-dir", str(out), "--device", "cpu", "--workers", "0", *extra]
-
-
-def run(main, argv: list[str], capsys) -> tuple[int, str, str]:
-    rc = run_cli(main, argv)
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
-def log_lines(out: Path) -> dict[str, tuple[float, dict[str, str]]]:
-    lines = (out / "log.txt").read_text().splitlines() if (out / "log.txt").is_file() else []
-    return {name: (best, fields) for name, best, fields in map(parse_log_line, lines)}
-
-
-def tb_tags(folder: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(folder))
-    acc.Reload()
-    return set(acc.Tags()["scalars"])
 
 
 # ----------------------------------------------------------------- labelling (docs/method.md §2.2, §11.11)

@@ -15,10 +15,10 @@ from PIL import Image
 
 from classification import main_dmt
 from classification.options import check_label_ratio, smallest_label_ratio
-from data.synthetic import make_cifar10, make_voc
 from segmentation import training
 from segmentation.generate_splits import id_list_text
 from segmentation.main import main as seg_main
+from tests.helpers import cifar_with_splits, seg_main_argv, voc_with_split
 from utils.data_check import Item, check_items
 from utils.errors import UserError, run_cli
 from utils.pseudo_labels import global_confidence_threshold
@@ -114,18 +114,11 @@ def test_10582_pairs_take_seconds(tmp_path):
 # ------------------------------------------------------------------------------- segmentation.main
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> Path:
-    root = make_voc(tmp_path_factory.mktemp("voc-check"), num_train=8, num_val=2, size_range=(30, 36), seed=5)
-    lists = root / "ImageSets" / "Segmentation"
-    ids = (lists / "trainaug.txt").read_text().split()
-    (lists / "20_labeled_0.txt").write_text(id_list_text(ids[:4]))
-    (lists / "20_unlabeled_0.txt").write_text(id_list_text(ids[4:]))
-    return root
+    return voc_with_split(tmp_path_factory.mktemp("voc-check"), num_train=8, num_val=2, size_range=(30, 36), seed=5)
 
 
 def seg_argv(voc: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data-root", str(voc), "--out-dir", str(out), "--backbone", "tiny", "--pretrained", "none",
-            "--crop-size", "17", "17", "--test-size", "37", "37", "--device", "cpu", "--workers", "0",
-            "--train-set", "20", "--sets-id", "0", "--exp-name", "r", "--epochs", "1", *extra]
+    return seg_main_argv(voc, out, "--exp-name", "r", "--epochs", "1", *extra, crop=17, test_size=37)
 
 
 @pytest.mark.parametrize("state,bad_list,how", [("2", "20_labeled_0", "missing"), ("2", "val", "truncated"),
@@ -183,10 +176,7 @@ def test_label_ratio_check_agrees_with_the_curriculum_selection():
 
 
 def test_classification_labelling_with_a_too_small_ratio_fails_before_the_model_loads(tmp_path, capsys):
-    from classification import generate_splits
-    root = tmp_path / "cifar"
-    make_cifar10(root, num_train_per_class=8, num_test_per_class=2)
-    generate_splits.main(["--root", str(root), "--sizes", "1", "--seeds", "1", "--val-size", "3"])
+    root = cifar_with_splits(tmp_path / "cifar", sizes=(1,))
     (tmp_path / "GARBAGE.pt").write_bytes(b"not a checkpoint")  # never opened: the ratio check comes first
     rc = run_cli(main_dmt.main, ["--labeling", "--data-root", str(root), "--out-dir", str(tmp_path / "out"),
                                  "--pseudo-dir", str(tmp_path / "pseudo"), "--train-set", "1_seed1",

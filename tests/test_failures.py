@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from classification import main_dmt, main_fs
-from data.synthetic import make_voc
 from segmentation import generate_splits
 from segmentation.generate_splits import id_list_text
 from segmentation.main import main as seg_main
+from tests.helpers import cifar_with_splits, seg_main_argv, voc_with_split
 from utils import checkpoint
 from utils.checkpoint import save_checkpoint
 from utils.errors import UserError, run_cli
@@ -130,19 +130,12 @@ def test_require_writable_dir(tmp_path, readonly):
 # ---------------------------------------------------------------------------------- programs
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> Path:
-    root = make_voc(tmp_path_factory.mktemp("voc-fail"), num_train=6, num_val=2, size_range=(30, 34), seed=7)
-    lists = root / "ImageSets" / "Segmentation"
-    ids = (lists / "trainaug.txt").read_text().split()
-    (lists / "20_labeled_0.txt").write_text(id_list_text(ids[:4]))
-    (lists / "20_unlabeled_0.txt").write_text(id_list_text(ids[4:]))
-    return root
+    return voc_with_split(tmp_path_factory.mktemp("voc-fail"), num_train=6, num_val=2, size_range=(30, 34), seed=7)
 
 
 def seg_argv(voc: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data-root", str(voc), "--out-dir", str(out), "--backbone", "tiny", "--pretrained", "none",
-            "--crop-size", "17", "17", "--test-size", "35", "35", "--device", "cpu", "--workers", "0",
-            "--train-set", "20", "--sets-id", "0", "--exp-name", "r", "--epochs", "2", "--state", "2",
-            "--batch-size-labeled", "2", "--val-num-steps", "2", *extra]
+    return seg_main_argv(voc, out, "--exp-name", "r", "--epochs", "2", "--state", "2", "--batch-size-labeled", "2",
+                         "--val-num-steps", "2", *extra, crop=17, test_size=35)
 
 
 def assert_nothing_finished(out: Path) -> None:
@@ -177,13 +170,9 @@ def test_full_disk_during_training_on_a_real_tiny_file_system(voc, tmpfs, capsys
 
 
 def test_read_only_output_folder_for_every_program(voc, readonly, tmp_path, capsys):
-    from classification import generate_splits as cls_splits
     from data import synthetic
-    from data.synthetic import make_cifar10
 
-    cifar = tmp_path / "cifar"
-    make_cifar10(cifar, num_train_per_class=5, num_test_per_class=1)
-    cls_splits.main(["--root", str(cifar), "--sizes", "1", "--seeds", "1", "--val-size", "2"])
+    cifar = cifar_with_splits(tmp_path / "cifar", sizes=(1,), per_class=5, test_per_class=1, val_size=2)
     (tmp_path / "train.txt").write_text(id_list_text([f"2007_{i:06d}" for i in range(40)]))
     out = readonly / "out"
     cases = [

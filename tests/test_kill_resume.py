@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from data.synthetic import make_voc
-from segmentation.generate_splits import id_list_text
+from tests.helpers import voc_with_split
 from utils.run_log import parse_log_line
 
 pytestmark = pytest.mark.slow
@@ -22,12 +21,8 @@ SCRIPT = REPO / "segmentation" / "dmt-voc-20.sh"
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> Path:
-    root = make_voc(tmp_path_factory.mktemp("kill") / "voc", num_train=40, num_val=3, size_range=(30, 40), seed=1)
-    sets = root / "ImageSets" / "Segmentation"
-    ids = (sets / "trainaug.txt").read_text().split()
-    (sets / "20_labeled_1.txt").write_text(id_list_text(ids[:6]))
-    (sets / "20_unlabeled_1.txt").write_text(id_list_text(ids[6:]))
-    return root
+    return voc_with_split(tmp_path_factory.mktemp("kill") / "voc", labelled=6, sets_id=1, num_train=40, num_val=3,
+                          size_range=(30, 40), seed=1)
 
 
 def env_for(voc: Path, out: Path) -> dict:

@@ -21,8 +21,8 @@ import segmentation.label_cache as label_cache
 import segmentation.label_pass as label_pass
 from segmentation.run_config import RunConfig
 from segmentation.options import parse_args
-from tests.test_seg_main import (NUM_CLASSES, REPO, common, labeller, reference_predictions, run,  # noqa: F401
-                                 unlabelled_ids, voc)
+from tests.test_seg_main import (NUM_CLASSES, REPO, common, fail_pseudo_label_save, labeller,  # noqa: F401
+                                 reference_predictions, run, unlabelled_ids, voc)
 from segmentation.generate_splits import id_list_text
 
 
@@ -248,16 +248,7 @@ def test_a_folder_that_does_not_match_its_record_is_relabelled(voc, labeller, tm
 def test_a_failed_pass_removes_its_partial_folder_and_ends_in_one_line(voc, labeller, tmp_path, capsys,
                                                                         monkeypatch, error):
     pseudo = tmp_path / "pseudo"
-    calls = []
-    real = label_pass.save_npy_atomic
-
-    def failing_save(path, array):
-        calls.append(path)
-        if len(calls) == 5:
-            raise error
-        real(path, array)
-
-    monkeypatch.setattr(label_pass, "save_npy_atomic", failing_save)
+    fail_pseudo_label_save(monkeypatch, error, at=5)
     rc, out, err = run(label_argv(voc, tmp_path, labeller, pseudo), capsys)
     lines = err.strip().splitlines()
     assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: "), err

@@ -54,6 +54,19 @@ def check_close(name: str, got, expected, rtol=1e-4, atol=1e-6) -> None:
         torch.testing.assert_close(g, e, rtol=rtol, atol=atol, msg=lambda m: f"{name}: {m}")
 
 
+def check_rank_step(what: str, ddp: nn.Module, loss: torch.Tensor, stats: dict, world: int, ref_loss: float,
+                    ref_stats: dict, ref_grads: list[torch.Tensor]) -> None:
+    """One rank's DDP step against one process's step on the whole batch: the averaged gradients,
+    the mean of the ranks' losses, the statistics."""
+    loss.backward()
+    check_close(f"{what} grads", grads(ddp), ref_grads)
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    torch.testing.assert_close(float(total) / world, ref_loss, rtol=1e-5, atol=1e-7)
+    assert stats.keys() == ref_stats.keys()
+    check_close(f"{what} stats", [stats[k] for k in ref_stats], [ref_stats[k].float() for k in ref_stats])
+
+
 def segmentation_batch():
     """Global rows: images, pseudo targets (label, confidence; rows < PSEUDO used), labels."""
     g = torch.Generator().manual_seed(3)
@@ -105,14 +118,7 @@ def segmentation_cases(rank: int, world: int) -> None:
             online = name == "online"
             loss, stats, count = dmt_step(ddp, loss_fn(name), runtime(), online)(batch(lo, hi, online), 1)
         assert count == hi - lo
-        loss.backward()
-        check_close(f"segmentation {name} grads", grads(ddp), ref_grads)
-        total = loss.detach().clone()
-        dist.all_reduce(total)
-        torch.testing.assert_close(float(total) / world, ref_loss, rtol=1e-5, atol=1e-7)
-        assert stats.keys() == ref_stats.keys()
-        check_close(f"segmentation {name} stats", [stats[k] for k in ref_stats],
-                    [ref_stats[k].float() for k in ref_stats])
+        check_rank_step(f"segmentation {name}", ddp, loss, stats, world, ref_loss, ref_stats, ref_grads)
 
 
 def classification_cases(rank: int, world: int) -> None:
@@ -147,14 +153,7 @@ def classification_cases(rank: int, world: int) -> None:
         ddp = nn.parallel.DistributedDataParallel(copy.deepcopy(model))
         seed_everything(11 + rank)  # as utils.cli.setup_runtime: every rank its own RNG
         loss, stats, _ = make(ddp, lambda step: n)(batch(lo, hi), 3)
-        loss.backward()
-        check_close(f"classification {name} grads", grads(ddp), ref_grads)
-        total = loss.detach().clone()
-        dist.all_reduce(total)
-        torch.testing.assert_close(float(total) / world, ref_loss, rtol=1e-5, atol=1e-7)
-        assert stats.keys() == ref_stats.keys()
-        check_close(f"classification {name} stats", [stats[k] for k in ref_stats],
-                    [ref_stats[k].float() for k in ref_stats])
+        check_rank_step(f"classification {name}", ddp, loss, stats, world, ref_loss, ref_stats, ref_grads)
 
 
 def batch_and_bn_cases(rank: int, world: int) -> None:

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from classification import generate_splits
-from data.synthetic import make_cifar10, make_voc
-from segmentation.generate_splits import id_list_text
+from tests.helpers import cifar_with_splits, voc_with_split
 from utils.run_log import parse_log_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,20 +26,13 @@ BASE_ENV = {"DEVICE": "cpu", "WORKERS": "0", "AMP": "0", "OMP_NUM_THREADS": "1",
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> Path:
-    root = make_voc(tmp_path_factory.mktemp("mp-voc") / "voc", num_train=16, num_val=3, size_range=(30, 40), seed=0)
-    sets = root / "ImageSets" / "Segmentation"
-    ids = (sets / "trainaug.txt").read_text().split()
-    (sets / "20_labeled_1.txt").write_text(id_list_text(ids[:4]))
-    (sets / "20_unlabeled_1.txt").write_text(id_list_text(ids[4:]))
-    return root
+    return voc_with_split(tmp_path_factory.mktemp("mp-voc") / "voc", sets_id=1, num_train=16, num_val=3,
+                          size_range=(30, 40), seed=0)
 
 
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mp-cifar")
-    make_cifar10(root, num_train_per_class=8, num_test_per_class=2)
-    generate_splits.main(["--root", str(root), "--sizes", "1", "--seeds", "1", "--val-size", "3"])
-    return root
+    return cifar_with_splits(tmp_path_factory.mktemp("mp-cifar"), sizes=(1,))
 
 
 def log_of(out: Path) -> dict[str, tuple[float, dict[str, str]]]:

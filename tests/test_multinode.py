@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.synthetic import make_voc
-from segmentation.generate_splits import id_list_text
+from tests.helpers import seg_main_argv, voc_with_split
 from utils.run_log import parse_log_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,18 +60,11 @@ def two_nodes(args: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> Path:
-    root = make_voc(tmp_path_factory.mktemp("voc"), num_train=8, num_val=2, size_range=(30, 40), seed=0)
-    lists = root / "ImageSets" / "Segmentation"
-    ids = (lists / "trainaug.txt").read_text().split()
-    (lists / "20_labeled_0.txt").write_text(id_list_text(ids[:4]))
-    (lists / "20_unlabeled_0.txt").write_text(id_list_text(ids[4:]))
-    return root
+    return voc_with_split(tmp_path_factory.mktemp("voc"), num_train=8, num_val=2, size_range=(30, 40), seed=0)
 
 
 def common(voc: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data-root", str(voc), "--out-dir", str(out), "--backbone", "tiny", "--pretrained", "none",
-            "--crop-size", "33", "33", "--test-size", "41", "41", "--device", "cpu", "--workers", "0",
-            "--train-set", "20", "--sets-id", "0", *extra]
+    return seg_main_argv(voc, out, *extra, crop=33, test_size=41)
 
 
 def log(out: Path) -> dict[str, tuple[float, dict[str, str]]]:

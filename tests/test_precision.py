@@ -17,10 +17,9 @@ import pytest
 import torch
 from torch import nn
 
-from data.synthetic import make_voc
 from segmentation import options as seg_options
-from segmentation.generate_splits import id_list_text
 from segmentation.main import main as seg_main
+from tests.helpers import voc_with_split
 from utils import trainer as trainer_module
 from utils.amp import Precision, choose_mode
 from utils.errors import run_cli
@@ -109,12 +108,7 @@ def test_scaler_skipped_step_keeps_weights_steps_the_scheduler_and_skips_the_dou
 # --------------------------------------------------------------------------- segmentation.main
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> Path:
-    root = make_voc(tmp_path_factory.mktemp("voc-fp16"), num_train=8, num_val=2, size_range=(30, 36), seed=3)
-    lists = root / "ImageSets" / "Segmentation"
-    ids = (lists / "trainaug.txt").read_text().split()
-    (lists / "20_labeled_0.txt").write_text(id_list_text(ids[:4]))
-    (lists / "20_unlabeled_0.txt").write_text(id_list_text(ids[4:]))
-    return root
+    return voc_with_split(tmp_path_factory.mktemp("voc-fp16"), num_train=8, num_val=2, size_range=(30, 36), seed=3)
 
 
 def test_fp16_segmentation_run_resumes_to_the_uninterrupted_numbers_and_scaler(voc, tmp_path, capsys, monkeypatch):

@@ -17,16 +17,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from data.synthetic import make_voc
 from segmentation import training
 from segmentation.evaluation import (Protocol, probabilities, probabilities_msf, probabilities_sliding,
                                      probabilities_whole, window_starts)
 from segmentation.generate_splits import id_list_text
 from segmentation.main import main
 from segmentation.models import deeplab_v2
+from tests.helpers import log_lines, run_program, seg_main_argv, tb_tags, voc_with_split
 from utils.checkpoint import save_checkpoint
-from utils.errors import run_cli
-from utils.run_log import parse_log_line
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_SIZE = 41
@@ -41,11 +39,8 @@ COST_FIELDS = {"wall_s", "images_per_s", "peak_mem_gb", "device", "procs"}
 @pytest.fixture(scope="module")
 def voc(tmp_path_factory) -> Path:
     """16 train images (4 labelled, 12 unlabelled) of 30..40 px, 3 val images."""
-    root = make_voc(tmp_path_factory.mktemp("voc"), num_train=16, num_val=3, size_range=(30, 40), seed=0)
+    root = voc_with_split(tmp_path_factory.mktemp("voc"), num_train=16, num_val=3, size_range=(30, 40), seed=0)
     lists = root / "ImageSets" / "Segmentation"
-    ids = (lists / "trainaug.txt").read_text().split()
-    (lists / "20_labeled_0.txt").write_text(id_list_text(ids[:4]))
-    (lists / "20_unlabeled_0.txt").write_text(id_list_text(ids[4:]))
     (lists / "valtiny.txt").write_text(id_list_text((lists / "val.txt").read_text().split()[:2]))
     return root
 
@@ -80,28 +75,27 @@ def unlabelled_ids(voc: Path) -> list[str]:
 
 
 def common(voc: Path, out: Path, *extra: str) -> list[str]:
-    return ["--data-root", str(voc), "--out-dir", str(out), "--backbone", "mobilenet_v3_large", "--pretrained",
-            "none", "--crop-size", str(CROP), str(CROP), "--test-size", str(TEST_SIZE), str(TEST_SIZE),
-            "--device", "cpu", "--workers", "0", "--train-set", "20", "--sets-id", "0", *extra]
+    return seg_main_argv(voc, out, *extra, backbone="mobilenet_v3_large", crop=CROP, test_size=TEST_SIZE)
+
+
+def fail_pseudo_label_save(monkeypatch, error: BaseException, at: int = 5):
+    """segmentation.label_pass's ``at``-th pseudo-label write raises ``error`` (the ones before it are
+    written); returns the real writer."""
+    import segmentation.label_pass as label_pass
+    real, calls = label_pass.save_npy_atomic, []
+
+    def failing_save(path, array):
+        calls.append(path)
+        if len(calls) == at:
+            raise error
+        real(path, array)
+
+    monkeypatch.setattr(label_pass, "save_npy_atomic", failing_save)
+    return real
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    rc = run_cli(main, argv)
-    captured = capsys.readouterr()
-    return rc, captured.out, captured.err
-
-
-def log_lines(out: Path) -> dict[str, tuple[float, dict[str, str]]]:
-    lines = (out / "log.txt").read_text().splitlines() if (out / "log.txt").is_file() else []
-    parsed = [parse_log_line(line) for line in lines]
-    return {name: (best, fields) for name, best, fields in parsed}
-
-
-def tb_tags(folder: Path) -> set[str]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(folder))
-    acc.Reload()
-    return set(acc.Tags()["scalars"])
+    return run_program(main, argv, capsys)
 
 
 # ----------------------------------------------------------------- the numpy reference (docs/method.md §2.1)
@@ -200,18 +194,14 @@ def test_labelling_matches_numpy_reference(voc, labeller, tmp_path, capsys):
 
 def test_labelling_1000_images_matches_numpy_thresholds(labeller, tmp_path_factory, tmp_path, capsys):
     """The issue's check at scale: 1,000 unlabelled images, thresholds = the numpy reference's."""
-    root = make_voc(tmp_path_factory.mktemp("voc1000"), num_train=1004, num_val=1, size=(24, 24), seed=3)
-    lists = root / "ImageSets" / "Segmentation"
-    ids = (lists / "trainaug.txt").read_text().split()
-    (lists / "20_labeled_0.txt").write_text(id_list_text(ids[:4]))
-    (lists / "20_unlabeled_0.txt").write_text(id_list_text(ids[4:]))
+    root = voc_with_split(tmp_path_factory.mktemp("voc1000"), num_train=1004, num_val=1, size=(24, 24), seed=3)
     pseudo = tmp_path / "pseudo"
     rc, _, err = run(common(root, tmp_path, "--state", "1", "--labeling", "--exp-name", "lab1000", "--continue-from",
                             str(labeller), "--label-ratio", "0.3", "--batch-size-labeled", "1",
                             "--pseudo-dir", str(pseudo)), capsys)
     assert rc == 0, err
     assert len(list(pseudo.glob("*.npy"))) == 1000
-    check_pseudo_folder(pseudo, reference_predictions(root, labeller, ids[4:]), 0.3)
+    check_pseudo_folder(pseudo, reference_predictions(root, labeller, unlabelled_ids(root)), 0.3)
 
 
 def test_labelling_killed_midway_restarts_cleanly(voc, labeller, tmp_path, capsys, monkeypatch):
@@ -219,15 +209,7 @@ def test_labelling_killed_midway_restarts_cleanly(voc, labeller, tmp_path, capsy
     pseudo = tmp_path / "pseudo"
     argv = common(voc, tmp_path, "--state", "1", "--labeling", "--exp-name", "lab", "--continue-from",
                   str(labeller), "--label-ratio", "1.0", "--batch-size-labeled", "4", "--pseudo-dir", str(pseudo))
-    real_save, calls = label_pass.save_npy_atomic, []
-
-    def dying_save(path, array):
-        calls.append(path)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-        real_save(path, array)
-
-    monkeypatch.setattr(label_pass, "save_npy_atomic", dying_save)
+    real_save = fail_pseudo_label_save(monkeypatch, KeyboardInterrupt(), at=5)
     rc, _, _ = run(argv, capsys)
     assert rc == 130 and not pseudo.exists()  # nothing half-written in place
     monkeypatch.setattr(label_pass, "save_npy_atomic", real_save)
