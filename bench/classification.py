@@ -9,7 +9,7 @@ from those rates, the original-style pipeline beside ours (docs/method.md §1.2,
         [--eval-images N] [--json OUT]
 
 * **Augmentation** on random 32×32 images: the PIL path (:func:`classification.augment.train_transform`
-  through :class:`utils.batches.SeededDataset`, as a DataLoader worker runs it) in one thread, and in
+  through :class:`utils.trainer.SeededDataset`, as a DataLoader worker runs it) in one thread, and in
   a DataLoader with ``--workers`` processes; the batched path (:mod:`classification.batch_augment`:
   the loader's gather + draws, then :class:`~classification.batch_augment.BatchRandAugment`) on the CPU
   with each ``--threads`` count (torch threads), and on CUDA when there is one. The ratio "batched /
@@ -50,17 +50,16 @@ from classification import batch_augment, options, training
 from classification.augment import train_transform
 from classification.cifar import CifarDataset
 from classification.models import wrn_28_2
+from classification.training import ModelEMA
 from utils.amp import Precision
-from utils.batches import EpochStream, SeededDataset, _mix
 from utils.cli import Runtime, memory_format_for
 from utils.cost import device_name
 from utils.distributed import DistInfo
-from utils.ema import ModelEMA
 from utils.errors import UserError, run_cli
 from utils.io import write_text_atomic
 from utils.runtime import resolve_device
 from utils.schedules import cosine_scheduler
-from utils.trainer import Trainer
+from utils.trainer import EpochStream, SeededDataset, Trainer, _mix
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 SCHEDULE_STEPS = 1_000_000        # the cosine schedule barely moves inside a benchmark

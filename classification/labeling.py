@@ -39,7 +39,7 @@ from classification.cifar import (SPLITS_HINT, CifarDataset, _check_rows, _load_
                                   check_class_labels, cifar_folder, pseudo_set_name, rows_to_images, write_pseudo)
 from classification.evaluation import load_wrn
 from utils import distributed, label_quality
-from utils.batches import eval_loader
+from utils.distributed import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.errors import UserError
 from utils.io import write_text_atomic

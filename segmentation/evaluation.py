@@ -31,7 +31,7 @@ from torch import nn
 
 from segmentation import builders, run_state
 from segmentation.datasets import collate
-from utils.batches import eval_loader
+from utils.distributed import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.cost import CostMeter
 from utils.metrics import ConfusionMatrix

@@ -54,7 +54,7 @@ from segmentation.datasets import collate, read_rgb
 from segmentation.evaluation import upsampled_probabilities
 from segmentation.palette import palette, sample_strip
 from utils import distributed, label_quality
-from utils.batches import eval_loader
+from utils.distributed import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.errors import UserError
 from utils.io import append_line, save_npy_atomic, write_text_atomic
@@ -325,7 +325,7 @@ def run_labeling(args: argparse.Namespace, rt: Runtime) -> None:
     num_classes = builders.num_classes(args)
     dataset, gt = labeling_dataset(args, not args.no_gt_diagnostics, announce=rt.dist.is_main)
     # every rank must run the same collectives: ground-truth diagnostics on all ranks or on none
-    with_gt = distributed.sum_over_ranks({"gt": torch.tensor(float(gt), device=rt.device)})["gt"]
+    with_gt = distributed.all_reduce_sum_(torch.tensor(float(gt), device=rt.device))
     if gt and int(with_gt) != rt.dist.world_size:
         dataset, gt = labeling_dataset(args, False, announce=False)
     model = builders.build_model(args, rt.device, rt.memory_format).eval()
