@@ -96,9 +96,8 @@ class SeededDataset(Dataset):
                 np.random.set_state(np_state)
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
-        """A DataLoader batch at once: a base dataset with ``getitems_seeded(keys)`` gets the
-        ``(index, seed)`` pairs itself (its items must depend on each seed alone, as ``self[key]``'s
-        do; no RNG is re-seeded: ~0.4 ms an item saved); otherwise ``[self[key] for key in keys]``."""
+        """A batch at once: ``base.getitems_seeded(keys)`` where the base has it (its items depend on
+        each seed alone; no RNG is re-seeded: ~0.4 ms an item saved), else ``[self[key] ...]``."""
         fetch = getattr(self.base, "getitems_seeded", None)
         return [self[key] for key in keys] if fetch is None else fetch(keys)
 
@@ -140,10 +139,8 @@ class GlobalBatches:
 
 
 class StepSampler(Sampler):
-    """Batch sampler over training steps: for step ``s = start, start + 1, ...`` the global batch is
-    the concatenation of every part's global batch ``s`` (DMT: [pseudo; labelled]); this rank
-    gets its contiguous share of it, as ``[(part, index, sample_seed), ...]`` (possibly empty when
-    the global batch is smaller than the number of processes)."""
+    """Batch sampler over steps ``start, start + 1, ...``: this rank's contiguous share (possibly
+    empty) of the concatenated global batches of the parts, ``[(part, index, sample_seed), ...]``."""
 
     def __init__(self, parts: Sequence[GlobalBatches], start: int = 0) -> None:
         self.parts, self.start = list(parts), start
@@ -158,8 +155,7 @@ class StepSampler(Sampler):
 
 
 class StepDataset(Dataset):
-    """``ds[(part, index, seed)]`` = ``(part, datasets[part][index])`` under the sample's fixed RNG
-    state (:class:`SeededDataset`)."""
+    """``ds[(part, index, seed)]`` = ``(part, datasets[part][index])``, seeded (:class:`SeededDataset`)."""
 
     def __init__(self, datasets: Sequence[Dataset]) -> None:
         self.datasets = [SeededDataset(d) for d in datasets]
@@ -185,8 +181,7 @@ class StepDataset(Dataset):
 
 
 class _PartsCollate:
-    """Collates a rank's share part by part: ``(collate_0(items of part 0), collate_1(...), ...)``
-    (a single part: its collated batch). Each part's collate gets a list that may be empty."""
+    """``(collate_0(items of part 0), collate_1(...), ...)`` (one part: its batch); lists may be empty."""
 
     def __init__(self, collates: Sequence[Callable]) -> None:
         self.collates = list(collates)
@@ -218,12 +213,10 @@ class EpochStream:
 
 
 def step_batches(streams: Sequence[EpochStream], start: int = 0) -> Iterator[Any]:
-    """This rank's share of the concatenated global batches of ``streams``, step after step from
-    ``start``; the first stream's loader settings are used. One DataLoader over all of them, so the
-    workers load exactly this rank's items (no sample is loaded twice)."""
+    """This rank's share of the concatenated global batches of ``streams`` from step ``start``, by one
+    DataLoader (the first stream's settings) that loads exactly this rank's items."""
     first = streams[0]
-    # A private generator: creating an iterator draws a worker base seed from it, and drawing
-    # from the global one would make the training RNG depend on the number of resumes.
+    # a private generator: a worker base seed drawn from the global RNG would make training depend on resumes
     loader = DataLoader(StepDataset([s.dataset for s in streams]),
                         batch_sampler=StepSampler([s.batches for s in streams], start),
                         collate_fn=_PartsCollate([s.collate_fn for s in streams]),
