@@ -2,7 +2,7 @@
 worker and in a DataLoader, the batched path (:mod:`classification.batch_augment`) on the CPU with a
 number of torch threads and in DataLoader workers, and its transform on the training device.
 
-* **PIL**: :func:`classification.augment.train_transform` through :class:`utils.batches.SeededDataset`,
+* **PIL**: :func:`classification.augment.train_transform` through :class:`utils.trainer.SeededDataset`,
   as a DataLoader worker runs it, in one thread, and in a DataLoader with ``workers`` processes.
 * **batched**: the loader's gather + draws (:class:`~classification.batch_augment.RawCollate`), then
   :class:`~classification.batch_ops.BatchRandAugment`, on the CPU with each thread count and on
@@ -22,7 +22,7 @@ from bench.training_steps import synchronize
 from classification import batch_augment
 from classification.augment import train_transform
 from classification.cifar import CifarDataset
-from utils.batches import EpochStream, SeededDataset, _mix
+from utils.trainer import EpochStream, SeededDataset, _mix
 
 
 def random_images(count: int, seed: int = SEED) -> np.ndarray:

@@ -20,10 +20,10 @@ from bench.common import SEED, fmt, peak_memory_gib, reset_peak
 from bench.training_steps import CapturingLogger, NEVER, backend_flags, quiet_progress, synchronize
 from classification import options, training
 from classification.models import wrn_28_2
+from classification.training import ModelEMA
 from utils.amp import Precision
 from utils.cli import Runtime, memory_format_for
 from utils.distributed import DistInfo
-from utils.ema import ModelEMA
 from utils.schedules import cosine_scheduler
 from utils.trainer import Trainer
 

@@ -42,7 +42,7 @@ from utils.metrics import ConfusionMatrix
 from utils.run_log import RunLogger
 from utils.runtime import configure_backends
 from utils.schedules import poly_scheduler
-from utils.trainer import Trainer
+from utils.trainer import Trainer, backward_step
 
 LR = 0.001                 # docs/method.md §7.1 (VOC phases); the value does not change the speed
 WEIGHT_DECAY = 5e-4
@@ -173,7 +173,7 @@ class ReferenceLoop:
             else:
                 loss, stats = self.loss_fn(outputs, labels)
             stats = {key: value.item() for key, value in stats.items() if value.dim() == 0}  # read back every step
-        self.precision.step(loss, self.optimizer)
+        backward_step(loss, self.optimizer, self.precision.scaler)
         self.scheduler.step()
         self.last_loss, self.last_stats = loss.detach(), stats
         for key, value in stats.items():

@@ -29,7 +29,7 @@ TranslateXabs/Yabs        (0, 100)    shift by ±v px (out(x, y) = in(x ± v, y)
 "±" is a random sign: negated when ``random.random() > 0.5``, as in the original. All randomness comes
 from Python's ``random`` (CutoutAbs's centre included, where the original used numpy's RNG, docs/method.md
 §11.8) and from torch's RNG (crop, flip, AutoAugment, Cutout), so seeding both per sample
-(:class:`utils.batches.SeededDataset`) makes a sample's augmentation deterministic. With the same
+(:class:`utils.trainer.SeededDataset`) makes a sample's augmentation deterministic. With the same
 ``random`` state, op choice, m and signs are the original's.
 
 Transforms (docs/method.md §6.2): :func:`train_transform` = RandomCrop 32 (pad 4, fill 128) → flip 0.5 →

@@ -5,8 +5,8 @@ same per-image choices, op by op. Three modules, in the order a batch goes throu
 
 * here, the loader side: a DataLoader worker only fetches raw uint8 rows (:class:`RawRowsDataset`:
   an array view and a 63-bit key from the per-sample seeded ``random``, fetched a batch at a time
-  through :meth:`utils.batches.SeededDataset.__getitems__`) and stacks them in the collate
-  (:class:`RawCollate`); the training stream is the usual :class:`utils.batches.EpochStream` with
+  through :meth:`utils.trainer.SeededDataset.__getitems__`) and stacks them in the collate
+  (:class:`RawCollate`); the training stream is the usual :class:`utils.trainer.EpochStream` with
   that ``collate_fn`` (:func:`for_loader`), so order, seeds, sharding and resume positions are the
   PIL path's;
 * :mod:`classification.batch_draws`: the batch's random choices, drawn in the collate, vectorised,
@@ -36,7 +36,7 @@ from utils.errors import UserError
 class RawRowsDataset(Dataset):
     """Raw CIFAR rows (N, 3, 32, 32) uint8 and targets. ``ds[index]`` = ``(row, key, target)``: the
     uint8 row (a view), a 63-bit key drawn from Python's ``random`` — which the training stream
-    seeds with the sample's (seed, epoch, index) seed (:class:`utils.batches.SeededDataset`) — and
+    seeds with the sample's (seed, epoch, index) seed (:class:`utils.trainer.SeededDataset`) — and
     the target of :class:`classification.cifar.CifarDataset` (int label, float32 soft label, or the
     index when there are no targets). :class:`RawCollate` turns a list of them into a batch."""
 
@@ -60,7 +60,7 @@ class RawRowsDataset(Dataset):
 
     def getitems_seeded(self, keys: Sequence[tuple[int, int]]) -> list[tuple[np.ndarray, int, Any]]:
         """``[SeededDataset(self)[key] for key in keys]`` without re-seeding the global RNGs (the fast
-        path of :meth:`utils.batches.SeededDataset.__getitems__`): the key is the first 63 bits of
+        path of :meth:`utils.trainer.SeededDataset.__getitems__`): the key is the first 63 bits of
         ``random.Random(seed)``, what ``random.seed(seed)`` then :meth:`__getitem__` draws."""
         return [(self.images[index], random.Random(seed).getrandbits(63),
                  index if self.targets is None else self.targets[index]) for index, seed in keys]

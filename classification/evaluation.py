@@ -21,7 +21,7 @@ from classification.augment import eval_transform
 from classification.cifar import NUM_CLASSES, labelled_dataset
 from classification.models import wrn_28_2
 from classification.run_config import RunConfig
-from utils.batches import eval_loader
+from utils.distributed import eval_loader
 from utils.checkpoint import load_model_weights, unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.cost import CostMeter

@@ -39,7 +39,7 @@ from classification.cifar import (SPLITS_HINT, CifarDataset, _check_rows, _load_
 from classification.evaluation import load_wrn
 from classification.run_config import RunConfig
 from utils import distributed, label_quality
-from utils.batches import eval_loader
+from utils.distributed import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.errors import UserError
 from utils.io import write_text_atomic

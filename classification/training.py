@@ -39,9 +39,11 @@ final=… | ema=… | …``.
 from __future__ import annotations
 
 import argparse
+import copy
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import default_collate
 
@@ -52,16 +54,14 @@ from classification.evaluation import evaluate, evaluation_loader
 from classification.models import wrn_28_2
 from classification.run_config import RunConfig
 from utils import distributed, label_quality
-from utils.batches import EpochStream, paired_batches
 from utils.checkpoint import load_model_weights, save_checkpoint, unwrap
 from utils.cli import Runtime, data_loader_kwargs
-from utils.ema import ModelEMA
-from utils.losses import (batch_mean, classification_weights, dmt_loss, gamma_ramp, global_stats,
-                          mixup_weighted_ce)
-from utils.mixup import mix, random_permutation, sample_lambda
+from utils.losses import (batch_mean, classification_weights, dmt_loss, gamma_ramp, global_stats, mix,
+                          mixup_weighted_ce, sample_lambda)
 from utils.run_log import RunLogger, finish_run, save_config
 from utils.schedules import SGD_MOMENTUM, cosine_scheduler
-from utils.trainer import FitResult, Trainer
+from utils.trainer import (EpochStream, FitResult, Trainer, average_bn_statistics_, paired_batches, rank_share,
+                           rank_world)
 
 PSEUDO_STREAM_SEED_OFFSET = 7919  # the pseudo stream's shuffling/augmentation seed differs from the labelled one's
 
@@ -80,35 +80,68 @@ def mixup_accuracy(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: torch
                       global_size) * 100
 
 
+class ModelEMA:
+    """An exponential moving average of the weights (docs/method.md §7.2), updated by the Trainer
+    after every step: ``shadow ← decay·shadow + (1 − decay)·θ``; buffers (BN statistics) copied.
+    The original inverted the update (shadow ← 0.001·shadow + 0.999·θ for its "decay 0.999",
+    docs/method.md §11.3): its "EMA" is the last iterate in effect, ``ModelEMA(model, decay=0.001)``."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 <= decay <= 1.0:
+            raise ValueError(f"EMA decay must lie in [0, 1], got {decay}")
+        self.decay = decay
+        self.module = copy.deepcopy(unwrap(model)).eval()
+        self.module.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        source = unwrap(model)
+        params = [p.detach() for p in source.parameters()]
+        torch._foreach_lerp_(list(self.module.parameters()), params, 1.0 - self.decay)
+        torch._foreach_copy_(list(self.module.buffers()), list(source.buffers()))  # one multi-tensor copy
+
+    def state_dict(self) -> dict:
+        return self.module.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state)
+
+
 class Share:
     """This rank's share of a step's global batch of ``global_size`` samples (None in a single
     process, where the share is the whole batch): every rank's size and this rank's slice."""
 
     def __init__(self, global_size: int) -> None:
-        d = distributed.info()
+        rank, world = rank_world()
         self.global_size = global_size
-        self.sizes = [hi - lo for lo, hi in (distributed.rank_share(global_size, r, d.world_size)
-                                             for r in range(d.world_size))]
-        self.start, self.stop = distributed.rank_share(global_size, d.rank, d.world_size)
+        self.sizes = [hi - lo for lo, hi in (rank_share(global_size, r, world) for r in range(world))]
+        self.start, self.stop = rank_share(global_size, rank, world)
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """The global batch's rows of ``x`` (this rank's share) from every rank, in batch order."""
-        return distributed.all_gather_cat(x, self.sizes)
+        """The global batch's rows of ``x`` (this rank's share) from every rank, in batch order
+        (padded to the largest share for one all_gather on the device)."""
+        padded = x.new_zeros((max(self.sizes),) + tuple(x.shape[1:]))
+        padded[: x.shape[0]] = x
+        gathered = [torch.empty_like(padded) for _ in self.sizes]
+        dist.all_gather(gathered, padded.contiguous())
+        return torch.cat([g[:n] for g, n in zip(gathered, self.sizes)], dim=0)
 
 
 def share_of(global_size: int) -> Share | None:
-    return Share(global_size) if distributed.info().enabled else None
+    return Share(global_size) if rank_world()[1] > 1 else None
 
 
 def shared_mixup_draws(alpha: float, keep_max: bool, size: int, device: torch.device, share: Share | None):
     """λ ~ Beta(α, α) and one permutation π of the whole global batch. Every rank draws (so that
     its RNG advances as in one process); under torchrun rank 0's draws are broadcast, so that every
     rank mixes the global batch alike (λ then stays a 0-d tensor on the device: no host sync)."""
-    lam, permutation = draw_lambda(alpha, keep_max), random_permutation(size, device)
+    lam, permutation = draw_lambda(alpha, keep_max), torch.randperm(size, device=device)
     if share is None:
         return lam, permutation
-    lam = distributed.broadcast_(torch.tensor(lam, dtype=torch.float64, device=device))
-    return lam, distributed.broadcast_(permutation)
+    lam = torch.tensor(lam, dtype=torch.float64, device=device)
+    dist.broadcast(lam, src=0)
+    dist.broadcast(permutation, src=0)
+    return lam, permutation
 
 
 def mixup_forward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, lam, permutation: torch.Tensor,
@@ -131,9 +164,9 @@ def mixup_forward(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         labels_b = share.gather(labels)[partner]
         mixed_weights = None if weights is None else lam * weights + (1.0 - lam) * share.gather(weights)[partner]
         global_size = share.global_size
-    with precision.autocast():
+    with torch.autocast(**precision.autocast_kwargs):
         logits = model(mixed_images)
-    distributed.average_bn_statistics_(unwrap(model), mixed_images.shape[0])  # the ranks' BN stay one model
+    average_bn_statistics_(model, mixed_images.shape[0])  # the ranks' BN stay one model
     loss = mixup_weighted_ce(logits, labels, labels_b, lam, mixed_weights, global_size)
     means = {"accuracy": mixup_accuracy(logits, labels, labels_b, lam, global_size)}
     if weights is not None:
@@ -150,11 +183,12 @@ def dmt_mixup_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     """docs/method.md §3.3 steps 1–3 for a given λ and permutation (``images`` = [pseudo; labelled], hard
     ``labels``, teacher ``confidences`` with 1 for the labelled samples; under torchrun this rank's
     rows of the global batch, ``split_index`` its number of pseudo-labelled rows). ``weights_model``
-    runs the weights forward (default: the unwrapped ``model``; under ``--compile`` its compiled version)."""
+    runs the weights forward (default: the unwrapped ``model``; :func:`dmt_step` passes it, under
+    ``--compile`` its compiled version)."""
     with torch.no_grad():  # train mode, fp32: updates the BN running statistics, as the original
-        probs = (weights_model or unwrap(model))(images).float().softmax(dim=1)
+        probs = (weights_model if weights_model is not None else unwrap(model))(images).float().softmax(dim=1)
     # every rank's BN update counts (outside DDP, rank 0's alone would survive its next forward)
-    distributed.average_bn_statistics_(unwrap(model), images.shape[0])
+    average_bn_statistics_(model, images.shape[0])
     weights, stats = classification_weights(probs, labels, confidences.float(), split_index, gamma1, gamma2,
                                             labeled_weight)
     loss, mix_stats = mixup_forward(model, images, labels, lam, permutation, precision, weights, share)
@@ -187,7 +221,7 @@ def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_step
              global_size: Callable[[int], int] | None = None) -> Callable:
     """main_dmt: one [pseudo; labelled] batch, docs/method.md §3.3 (mixup) or §3.1 (``--alpha -1``).
     Under torchrun the batch is this rank's share of it (``global_size(step)``: the global size)."""
-    weights_model = torch.compile(unwrap(model)) if getattr(args, "compile", False) else None
+    weights_model = torch.compile(unwrap(model)) if getattr(args, "compile", False) else unwrap(model)
 
     def step(batch, step_number: int):
         (p_images, p_probs), (l_images, l_labels) = batch
@@ -202,9 +236,9 @@ def dmt_step(model: nn.Module, args: argparse.Namespace, rt: Runtime, total_step
         share = share_of(global_size(step_number - 1)) if global_size is not None else None
         if args.alpha == -1:
             gammas = (args.gamma1, args.gamma2)
-            with rt.precision.autocast():
+            with torch.autocast(**rt.precision.autocast_kwargs):
                 logits = model(images)
-            distributed.average_bn_statistics_(unwrap(model), images.shape[0])
+            average_bn_statistics_(model, images.shape[0])
             loss, stats = dmt_loss(logits, labels, confidences, split, args.gamma1, args.gamma2)
             accuracy = mixup_accuracy(logits, labels, labels, 1.0, None if share is None else share.global_size)
             stats = {**stats, **global_stats({}, {"accuracy": accuracy})}

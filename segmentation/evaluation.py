@@ -29,7 +29,7 @@ from torch import nn
 from segmentation import builders
 from segmentation.datasets import collate
 from segmentation.run_config import Protocol, RunConfig
-from utils.batches import eval_loader
+from utils.distributed import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.cost import CostMeter
 from utils.metrics import ConfusionMatrix

@@ -39,7 +39,7 @@ from segmentation.label_pass import PassResult, label_pass
 from segmentation.palette import palette, sample_strip
 from segmentation.run_config import PARTIAL_SUFFIX, RunConfig
 from utils import distributed, label_quality
-from utils.batches import eval_loader
+from utils.distributed import eval_loader
 from utils.cli import Runtime, data_loader_kwargs
 from utils.errors import UserError
 from utils.io import append_line, write_text_atomic
@@ -101,7 +101,7 @@ def run_labeling(cfg: RunConfig, rt: Runtime) -> None:
     partial = target.with_name(target.name + PARTIAL_SUFFIX)
     dataset, gt = labeling_dataset(cfg, not args.no_gt_diagnostics, announce=rt.dist.is_main)
     # every rank must run the same collectives: ground-truth diagnostics on all ranks or on none
-    with_gt = distributed.sum_over_ranks({"gt": torch.tensor(float(gt), device=rt.device)})["gt"]
+    with_gt = distributed.all_reduce_sum_(torch.tensor(float(gt), device=rt.device))
     if gt and int(with_gt) != rt.dist.world_size:
         dataset, gt = labeling_dataset(cfg, False, announce=False)
     model = builders.build_model(cfg, rt.device, rt.memory_format).eval()

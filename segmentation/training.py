@@ -36,14 +36,13 @@ from segmentation.datasets import collate
 from segmentation.models import parameter_groups
 from segmentation.palette import VAL_PICTURES, picture_strips
 from utils import distributed, label_quality
-from utils.batches import EpochStream, eval_loader, paired_batches
 from utils.checkpoint import unwrap
 from utils.cli import Runtime, data_loader_kwargs
 from utils.errors import UserError
 from utils.losses import dmt_loss, online_loss, supervised_loss
 from utils.run_log import RunLogger, finish_run, save_config
 from utils.schedules import SGD_MOMENTUM, poly_scheduler
-from utils.trainer import Trainer
+from utils.trainer import EpochStream, Trainer, average_bn_statistics_, paired_batches
 
 PSEUDO_SEED_OFFSET = 1_000_003  # the pseudo stream's shuffling seed differs from the labelled one's
 
@@ -90,12 +89,14 @@ class ShareCollate:
 
 def supervised_step(model: nn.Module, loss_fn: Callable, rt: Runtime) -> Callable:
     """One forward of a labelled batch; ``loss_fn(logits, labels)`` (:func:`utils.losses.supervised_loss`)."""
+    plain = unwrap(model)
+
     def step(batch, _step: int):
         images, labels = batch
         images = to_device(images, rt.device, rt.memory_format)
-        with rt.precision.autocast():
+        with torch.autocast(**rt.precision.autocast_kwargs):
             logits = model(images)
-        distributed.average_bn_statistics_(unwrap(model), images.shape[0])  # no-op in one process / SyncBN
+        average_bn_statistics_(plain, images.shape[0])  # no-op in one process / SyncBN
         loss, stats = loss_fn(logits, to_device(labels, rt.device))
         return loss, stats, images.shape[0]
     return step
@@ -106,6 +107,8 @@ def dmt_step(model: nn.Module, loss_fn: Callable, rt: Runtime, online: bool) -> 
     num_pseudo)`` (:func:`utils.losses.dmt_loss`), the labelled pixels with confidence 1; online
     (:func:`utils.losses.online_loss`): ``loss_fn(logits, labelled labels, num_pseudo)``, the
     unlabelled images come without labels."""
+    plain = unwrap(model)
+
     def step(batch, _step: int):
         (p_images, *p_targets), (l_images, l_labels) = batch
         num_pseudo = p_images.shape[0]
@@ -114,9 +117,9 @@ def dmt_step(model: nn.Module, loss_fn: Callable, rt: Runtime, online: bool) -> 
         images = torch.cat([to_device(p_images, rt.device), to_device(l_images, rt.device)])
         images = images.contiguous(memory_format=rt.memory_format)
         l_labels = to_device(l_labels, rt.device)
-        with rt.precision.autocast():
+        with torch.autocast(**rt.precision.autocast_kwargs):
             logits = model(images)
-        distributed.average_bn_statistics_(unwrap(model), images.shape[0])  # no-op in one process / SyncBN
+        average_bn_statistics_(plain, images.shape[0])  # no-op in one process / SyncBN
         if online:
             loss, stats = loss_fn(logits, l_labels, num_pseudo)
         else:
@@ -157,7 +160,7 @@ def run_training(cfg: RunConfig, rt: Runtime) -> None:
         batches = labelled.iterate
     total_steps = args.epochs * steps_per_epoch
 
-    val_loader = eval_loader(builders.evaluation_set(cfg), cfg.val_batch, collate_fn=collate, **loader_kwargs)
+    val_loader = distributed.eval_loader(builders.evaluation_set(cfg), cfg.val_batch, collate_fn=collate, **loader_kwargs)
     protocol = cfg.protocol
 
     model = builders.build_model(cfg, rt.device, rt.memory_format)

@@ -11,7 +11,7 @@ Faithful details (docs/method.md §6.1, §11.12–13):
 * The image is turned into float **without rescaling** (0–255) first; padding therefore puts raw
   value 0 (black) at the border, *before* normalisation.
 * All randomness (scale factor, crop offsets, flip) comes from Python's ``random`` module, as in the
-  original; :class:`utils.batches.SeededDataset` seeds it per sample.
+  original; :class:`utils.trainer.SeededDataset` seeds it per sample.
 * RandomScale draws s ~ U(0.5, 1.5) and resizes to ``(int(s·h), int(s·w))``: image bilinear with
   ``align_corners=False`` and no antialiasing, masks nearest (``mode="nearest"``, not "nearest-exact").
 * City label ids are mapped to train ids at the very end (a 256-entry lookup table); float pseudo

@@ -24,8 +24,8 @@ from torchvision.transforms.v2 import functional as F
 from classification import augment, batch_augment as ba, batch_draws as draws, options
 from classification.augment import GEOMETRIC_OPS, RANDAUGMENT_OPS, op_magnitude
 from classification.cifar import CifarDataset
-from utils.batches import EpochStream, SeededDataset, _mix
 from utils.errors import UserError
+from utils.trainer import EpochStream, SeededDataset, _mix
 
 NAMES = [name for name, _, _ in RANDAUGMENT_OPS]
 # Pixels (out of images × 3 × 1024) allowed to differ from the PIL op, per op: none.
@@ -361,11 +361,12 @@ def test_dmt_step_has_no_host_sync(mode):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from classification import training
+    from classification.training import ModelEMA
     from utils.amp import Precision
     from utils.cli import Runtime
     from utils.distributed import DistInfo
-    from utils.ema import ModelEMA
     from utils.schedules import cosine_scheduler
+    from utils.trainer import backward_step
 
     class Count(TorchDispatchMode):
         def __init__(self):
@@ -391,7 +392,7 @@ def test_dmt_step_has_no_host_sync(mode):
         for s in (1, 2):
             optimizer.zero_grad(set_to_none=True)
             loss, stats, _ = step(batch, s)
-            rt.precision.step(loss, optimizer)
+            backward_step(loss, optimizer, rt.precision.scaler)
             scheduler.step()
             ema.update(model)
     assert count.calls["aten.convolution.default"] > 0  # the mode saw the step

@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from utils.batches import EpochStream, GlobalBatches, eval_loader, paired_batches
+from utils.distributed import eval_loader
 from utils.errors import UserError, run_cli
+from utils.trainer import EpochStream, GlobalBatches, paired_batches
 
 
 class RandomAug(Dataset):

@@ -18,7 +18,7 @@ from torchvision.transforms import v2
 
 from classification import augment
 from classification.augment import RANDAUGMENT_OPS, RandomRandAugment, op_magnitude, randaugment_op
-from utils.batches import SeededDataset
+from utils.trainer import SeededDataset
 
 # v at m = 1, 5, 10, computed by hand from docs/method.md §6.2's (min, max): v = (m/10)(max - min) + min.
 EXPECTED_V = {

@@ -9,13 +9,14 @@ import pytest
 import torch
 from torch import nn
 
+from classification.training import ModelEMA
 from utils.amp import Precision, choose_mode
-from utils.ema import ModelEMA
 from utils.errors import UserError
+from utils.losses import mix, sample_lambda
 from utils.metrics import AccuracyMeter, ConfusionMatrix
-from utils.mixup import mix, sample_lambda
 from utils.runtime import resolve_device, rng_state, seed_everything, set_rng_state
 from utils.schedules import cosine_factor, cosine_scheduler, poly_factor, poly_scheduler
+from utils.trainer import backward_step
 
 
 def test_confusion_matrix_by_hand():
@@ -101,12 +102,14 @@ def test_precision_modes_on_cpu():
         choose_mode(True, "fp8", cpu)
     p = Precision("bf16", cpu)
     layer = nn.Linear(4, 2)
-    with p.autocast():
+    with torch.autocast(**p.autocast_kwargs):  # what the training steps enter
         out = layer(torch.randn(3, 4))
     assert out.dtype == torch.bfloat16
+    with torch.autocast(**Precision("fp32", cpu).autocast_kwargs):
+        assert layer(torch.randn(3, 4)).dtype == torch.float32
     opt = torch.optim.SGD(layer.parameters(), lr=0.1)
     before = layer.weight.detach().clone()
-    p.step(out.float().pow(2).mean(), opt)
+    assert backward_step(out.float().pow(2).mean(), opt, p.scaler) is True
     assert not torch.equal(before, layer.weight)
     assert not p.scaler.is_enabled()
 

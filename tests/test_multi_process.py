@@ -21,7 +21,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from utils.distributed import rank_share
+from utils.trainer import rank_share
 
 PSEUDO, LABELLED = 5, 2  # a global batch of 7: 4 + 3 over 2 processes, 3 + 2 + 2 over 3
 
@@ -159,8 +159,8 @@ def classification_cases(rank: int, world: int) -> None:
 def batch_and_bn_cases(rank: int, world: int) -> None:
     """The ranks' shares of the step batches, gathered in rank order, are the single-process
     batches; running means averaged over the ranks are the whole batch's."""
-    from utils.batches import EpochStream, paired_batches
-    from utils.distributed import all_gather_cat, average_bn_statistics_
+    from utils.distributed import all_gather_cat
+    from utils.trainer import EpochStream, average_bn_statistics_, paired_batches
 
     class Numbers(torch.utils.data.Dataset):
         def __init__(self, n, offset):

@@ -25,7 +25,7 @@ from utils.amp import Precision, choose_mode
 from utils.errors import run_cli
 from utils.run_log import RunLogger, parse_log_line
 from utils.schedules import poly_scheduler
-from utils.trainer import Trainer
+from utils.trainer import Trainer, backward_step
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -58,7 +58,7 @@ def test_fp16_step_matches_fp32_within_fp16_tolerance():
         with precision.autocast():
             logits = model(x)
         loss = nn.functional.cross_entropy(logits.float(), y)
-        assert precision.step(loss, opt) is True
+        assert backward_step(loss, opt, precision.scaler) is True
         results[mode] = (logits.dtype, [w0_ - p.detach() for w0_, p in zip(w0, model.parameters())], precision)
     assert results["fp32"][0] == torch.float32 and results["fp16"][0] == torch.float16  # it really ran in half
     for d32, d16 in zip(results["fp32"][1], results["fp16"][1]):
@@ -132,20 +132,20 @@ def test_fp16_segmentation_run_resumes_to_the_uninterrupted_numbers_and_scaler(v
     monkeypatch.setattr(trainer_module.Trainer, "fit", recording_fit)
     assert run_cli(seg_main, argv("straight")) == 0
 
-    real_step = Precision.step
+    real_step = trainer_module.backward_step
 
-    def dying_step(self, loss, optimizer):
+    def dying_step(loss, optimizer, scaler):
         if dying_step.calls == 3:  # Ctrl-C in iteration 4, after the checkpoint of iteration 3
             raise KeyboardInterrupt
         dying_step.calls += 1
-        return real_step(self, loss, optimizer)
+        return real_step(loss, optimizer, scaler)
 
     dying_step.calls = 0
-    monkeypatch.setattr(Precision, "step", dying_step)
+    monkeypatch.setattr(trainer_module, "backward_step", dying_step)
     assert run_cli(seg_main, argv("resumed")) == 130
     state = torch.load(tmp_path / "resumed.resume.pt", weights_only=False)
     assert state["step"] == 3 and state["scaler"]["scale"] == 2.0 ** 16 and state["scaler"]["_growth_tracker"] == 3
-    monkeypatch.setattr(Precision, "step", real_step)
+    monkeypatch.setattr(trainer_module, "backward_step", real_step)
     capsys.readouterr()
     assert run_cli(seg_main, argv("resumed")) == 0
     assert "resuming at iteration 3/6" in capsys.readouterr().err

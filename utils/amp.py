@@ -5,10 +5,12 @@ with dynamic loss scaling (a GradScaler), on every device, CPU included. ``--amp
 opt-in alternative: faster and more robust on A100/H100-class GPUs (no scaler, no overflow), but its
 numerics differ from the original's. Without ``--mixed-precision`` everything runs in fp32.
 
-With fp16 the GradScaler skips an optimizer step whose gradients hold inf/NaN (and halves its
-scale); :meth:`Precision.step` says whether the step ran, so that a second ``optimizer.step()``
-(the online ablation's ``--online-double-step``) is skipped with it. The LR scheduler still steps
-on a skipped iteration, as the original's did.
+This module is set-up: :class:`Precision` holds the mode, the autocast arguments and the
+GradScaler. The training steps enter ``torch.autocast(**precision.autocast_kwargs)`` themselves,
+and :func:`utils.trainer.backward_step` runs backward + optimizer step through the scaler (with
+fp16 it skips a step whose gradients hold inf/NaN, halves its scale and says so, so that a second
+``optimizer.step()``, the online ablation's ``--online-double-step``, is skipped with it; the LR
+scheduler still steps, as the original's did).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ def choose_mode(mixed_precision: bool, amp_dtype: str, device: torch.device) -> 
 
 
 class Precision:
-    """Autocast context + (for fp16) a GradScaler, behind one ``step(loss, optimizer)``."""
+    """The precision mode, its ``torch.autocast`` arguments and (for fp16) an enabled GradScaler."""
 
     def __init__(self, mode: str, device: torch.device) -> None:
         if mode not in MODES:
@@ -54,34 +56,15 @@ class Precision:
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(mode)
         # Always a real GradScaler object so checkpoints have the same keys; disabled unless fp16.
         self.scaler = torch.amp.GradScaler(device.type, enabled=(mode == "fp16"))
+        # ``torch.autocast(**autocast_kwargs)``: what the training steps enter (disabled in fp32)
+        self.autocast_kwargs = {"device_type": device.type, "dtype": self.dtype, "enabled": mode != "fp32"}
 
     @property
     def enabled(self) -> bool:
         return self.mode != "fp32"
 
     def autocast(self):
+        """The autocast context for evaluation and labelling (a null context in fp32)."""
         if not self.enabled:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
-    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> bool:
-        """backward + optimizer step; returns whether ``optimizer.step()`` ran.
-
-        In fp16 the scaler skips the step on inf/NaN gradients (and halves its scale). Whether it
-        did is seen by an optimizer post-step hook, so knowing costs no extra host sync (the
-        scaler's own ``found_inf`` check is its one sync per step). Without a scaler the step
-        always runs (True, no sync).
-        """
-        if not self.scaler.is_enabled():
-            loss.backward()
-            optimizer.step()
-            return True
-        ran: list[bool] = []
-        handle = optimizer.register_step_post_hook(lambda *_: ran.append(True))
-        try:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(optimizer)
-        finally:
-            handle.remove()
-        self.scaler.update()
-        return bool(ran)

@@ -12,6 +12,7 @@ truncated checkpoint behind.
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
@@ -120,3 +121,40 @@ def load_model_weights(model: nn.Module, source: str | os.PathLike | Mapping[str
         raise UserError(f"{name}: checkpoint does not fit this model ({'; '.join(parts)}); "
                         "was it trained with the same --dataset/--backbone/number of classes?")
     target.load_state_dict({k: v for k, v in weights.items() if k in own}, strict=False)
+
+
+def save_training_state(path: Path, *, model: nn.Module, optimizer, scheduler, scaler, step: int,
+                        best_metric: float, ema=None, is_main: bool = True) -> None:
+    """A resume checkpoint of a training loop (model, optimizer, scheduler, scaler, step, every
+    rank's RNG state, best metric, EMA). A collective under torchrun: every rank calls it, rank 0 writes."""
+    from utils.runtime import rank_rng_states
+    rng = rank_rng_states()
+    if is_main:
+        extra = {"ema": ema.state_dict()} if ema is not None else {}
+        save_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, step=step,
+                        best_metric=best_metric, rng=rng, extra=extra)
+
+
+def load_training_state(path: Path, *, model: nn.Module, optimizer, scheduler, scaler, ema=None,
+                        device: torch.device | str = "cpu") -> tuple[int, float]:
+    """Restore what :func:`save_training_state` wrote (this rank's RNG state included); returns
+    ``(step, best_metric)``. A file that is no resume checkpoint, or does not fit the run, ends with
+    a UserError that says to delete it."""
+    from utils.runtime import set_rank_rng_state
+    state = load_checkpoint(path, map_location=device)
+    if "step" not in state or state.get("optimizer") is None:
+        raise UserError(f"{path}: not a resume checkpoint; delete it to restart the run")
+    try:
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["lr_scheduler"])
+        if state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
+        if ema is not None and "ema" in state.get("extra", {}):
+            ema.load_state_dict(state["extra"]["ema"])
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise UserError(f"{path}: resume checkpoint does not fit this run ({exc.__class__.__name__}); "
+                        "delete it to restart the run") from exc
+    if state.get("rng") is not None:
+        set_rank_rng_state(state["rng"])
+    return int(state["step"]), float(state.get("best_metric", -math.inf))

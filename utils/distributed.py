@@ -2,6 +2,8 @@
 
 A program calls :func:`setup` once. Without torchrun (no ``WORLD_SIZE`` in the environment) it is a
 single process and every helper here degrades to a no-op, so the same code runs both ways.
+Evaluation and labelling read this rank's share of a dataset through :func:`eval_loader`; the
+training batches and the per-step collectives are :mod:`utils.trainer`'s and :mod:`utils.losses`'.
 """
 from __future__ import annotations
 
@@ -10,11 +12,12 @@ import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from utils.errors import UserError
 
@@ -116,79 +119,6 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     return tensor
 
 
-def rank_share(global_size: int, rank: int | None = None, world: int | None = None) -> tuple[int, int]:
-    """``(start, stop)`` of this rank's contiguous share of a global batch of ``global_size``
-    samples: sizes differ by at most one, the first ``global_size % world`` ranks take one more
-    (e.g. 8 over 3 ranks: 3, 3, 2; 2 over 4 ranks: 1, 1, 0, 0). Rank order is batch order, so
-    gathering the shares in rank order gives the global batch back."""
-    d = info()
-    rank = d.rank if rank is None else rank
-    world = d.world_size if world is None else world
-    base, extra = divmod(global_size, world)
-    start = rank * base + min(rank, extra)
-    return start, start + base + (1 if rank < extra else 0)
-
-
-def mean_denominator(local_count: torch.Tensor) -> torch.Tensor:
-    """The M of a mean Σ/M over the **whole global batch**, for a loss whose gradients DDP averages.
-
-    Single process: ``local_count`` (clamped to ≥ 1) as a float. Under torchrun: the count summed
-    over the ranks (an all_reduce on the device, no host sync), divided by the world size, so that
-    each rank's Σ_rank/M·world averaged by DDP is Σ_all/M: one process's gradient on the same
-    global batch (docs/method.md §3.1)."""
-    if not info().enabled:
-        return local_count.clamp_min(1).float()
-    total = local_count.detach().clone()
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return total.clamp_min(1).float() / dist.get_world_size()
-
-
-def sum_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Tensors (0-d or 1-d, e.g. a histogram's counts) summed over the ranks in one all_reduce (as
-    they are in a single process)."""
-    if not info().enabled or not values:
-        return values
-    keys = list(values)
-    flat = [values[k].detach().float().reshape(-1) for k in keys]
-    packed = torch.cat(flat)
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
-    parts = packed.split([f.numel() for f in flat])
-    return {k: part.reshape(values[k].shape) for k, part in zip(keys, parts)}
-
-
-def average_bn_statistics_(module: nn.Module, local_size: int) -> None:
-    """Make every rank's BatchNorm running statistics the average of the ranks', weighted by the
-    number of samples ``local_size`` each rank's last forward saw (one all_reduce, on the device).
-
-    Without it, a forward updates each rank's running mean/var with its own share of the batch and
-    DDP broadcasts rank 0's buffers at the next forward: the updates of ranks ≥ 1 are lost
-    (classification's no-grad weights forward runs outside DDP, docs/method.md §3.3), the ranks
-    evaluate and average different models, and a resumed run (rank 0's buffers) differs from an
-    uninterrupted one. Called after every training forward, it keeps every rank's share: the
-    running mean becomes the whole batch's, the running variance the shares' average, and every
-    rank holds what rank 0 saves. No-op in a single process and for SyncBatchNorm (whose statistics
-    are already the global batch's)."""
-    if not info().enabled:
-        return
-    # only BN layers in training mode update their statistics (and only they need this); their
-    # backward does not read the running statistics, so they are rewritten through ``.data``
-    # (no autograd version bump) between the forward and the backward
-    buffers = [t for m in module.modules()
-               if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
-               and m.training and m.track_running_stats and m.running_mean is not None
-               for t in (m.running_mean, m.running_var)]
-    if not buffers:
-        return
-    flat = torch.cat([b.detach().reshape(-1).float() for b in buffers] +
-                     [torch.ones(1, device=buffers[0].device)]) * float(local_size)
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat = flat[:-1] / flat[-1].clamp_min(1)
-    offset = 0
-    for b in buffers:
-        b.data.copy_(flat[offset:offset + b.numel()].view_as(b))
-        offset += b.numel()
-
-
 def broadcast_buffers_(module: nn.Module, src: int = 0) -> None:
     """Every buffer of ``module`` (BatchNorm statistics) set to rank ``src``'s (no-op in one process)."""
     if info().enabled:
@@ -199,7 +129,7 @@ def broadcast_buffers_(module: nn.Module, src: int = 0) -> None:
 def per_rank(global_batch: int, flag: str = "") -> int:
     """A rank's batch size for sharded inference (labelling, ``flag`` the batch flag): ⌈global /
     world⌉, any world size. Only throughput depends on it: every image is processed on its own
-    (eval mode). Training batches are split by :func:`rank_share` instead."""
+    (eval mode). Training batches are split by :func:`utils.trainer.rank_share` instead."""
     return max(1, math.ceil(global_batch / info().world_size))
 
 
@@ -222,3 +152,26 @@ def wrap_model(model: nn.Module, device: torch.device, sync_bn: bool | None = Fa
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+class ShardSampler(Sampler):
+    """This rank's share of ``range(size)`` for evaluation and labelling: every ``world``-th index
+    from ``rank``, in order, **without** padding (unlike training), so that no sample is counted
+    twice when the ranks' results are summed or pooled."""
+
+    def __init__(self, size: int) -> None:
+        d = info()
+        self.indices = list(range(d.rank, size, d.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def eval_loader(dataset: Dataset, batch_size: int, collate_fn: Callable | None = None,
+                **loader_kwargs: Any) -> DataLoader:
+    """A loader over this rank's :class:`ShardSampler` share of ``dataset``, in order, no drop_last."""
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),  # type: ignore[arg-type]
+                      drop_last=False, collate_fn=collate_fn, **loader_kwargs)

@@ -9,23 +9,56 @@ classification weights. Shapes: logits ``(N, C)`` (classification) or ``(N, C, H
 labelled ones.
 
 Every mean is over the **whole global batch**: under torchrun each rank passes its share and the
-normaliser M is the count over all ranks (:func:`utils.distributed.mean_denominator`), so DDP's
+normaliser M is the count over all ranks (:func:`mean_denominator`), so DDP's
 averaged gradient is one process's. Statistics come back as 0-d tensors on the logits' device (no
 host sync), over the global batch: ``disagree``, ``current_win``, ``avg_weights`` and ``loss``
 (= Σℓ/M, the unweighted loss), as in the original, and the weight diagnostics of
 :func:`weight_stats` (a histogram of the pseudo weights, their mean on agreeing / disagreeing
-pixels, the fraction set to 0).
+pixels, the fraction set to 0). The collectives of a training step are here (:func:`mean_denominator`,
+:func:`sum_over_ranks`, torch.distributed directly), and so is mixup (:func:`sample_lambda`, :func:`mix`).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
-from utils import distributed
-
 IGNORE_INDEX = 255
+
+
+def world_size() -> int:
+    """The number of torchrun processes (1 without torchrun)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def mean_denominator(local_count: torch.Tensor) -> torch.Tensor:
+    """The M of a mean Σ/M over the **whole global batch**, for a loss whose gradients DDP averages.
+
+    Single process: ``local_count`` (clamped to ≥ 1) as a float. Under torchrun: the count summed
+    over the ranks (an all_reduce on the device, no host sync), divided by the world size, so that
+    each rank's Σ_rank/M·world averaged by DDP is Σ_all/M: one process's gradient on the same
+    global batch (docs/method.md §3.1)."""
+    if world_size() == 1:
+        return local_count.clamp_min(1).float()
+    total = local_count.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.clamp_min(1).float() / dist.get_world_size()
+
+
+def sum_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Tensors (0-d or 1-d, e.g. a histogram's counts) summed over the ranks in one all_reduce (as
+    they are in a single process)."""
+    if world_size() == 1 or not values:
+        return values
+    keys = list(values)
+    flat = [values[k].detach().float().reshape(-1) for k in keys]
+    packed = torch.cat(flat)
+    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    parts = packed.split([f.numel() for f in flat])
+    return {k: part.reshape(values[k].shape) for k, part in zip(keys, parts)}
 
 
 def full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -113,11 +146,11 @@ def global_stats(sums: dict[str, torch.Tensor], means: dict[str, torch.Tensor] |
                  ) -> dict[str, torch.Tensor]:
     """Per-step statistics of the whole global batch, in one all_reduce under torchrun (as they are
     in a single process): ``sums`` are added over the ranks; ``means`` are per-rank values already
-    divided by :func:`utils.distributed.mean_denominator` (global count / world), so their average
-    over the ranks is the global mean."""
-    world = distributed.info().world_size
+    divided by :func:`mean_denominator` (global count / world), so their average over the ranks
+    is the global mean."""
+    world = world_size()
     values = {**sums, **{k: (v / world if world > 1 else v) for k, v in (means or {}).items()}}
-    return distributed.sum_over_ranks(values)
+    return sum_over_ranks(values)
 
 
 def _stats(labels, valid, parts, weights, num_pseudo, means=None) -> dict[str, torch.Tensor]:
@@ -148,7 +181,7 @@ def supervised_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: in
     """Plain cross-entropy Σℓ/M, M the global batch's non-ignored pixels (supervised training)."""
     logits = match_size(logits, labels)
     ce = F.cross_entropy(full_precision(logits), labels, ignore_index=ignore_index, reduction="none")
-    loss = ce.sum() / distributed.mean_denominator((labels != ignore_index).sum())
+    loss = ce.sum() / mean_denominator((labels != ignore_index).sum())
     return loss, _detached(global_stats({}, {"loss": loss}))
 
 
@@ -172,7 +205,7 @@ def dmt_loss(logits: torch.Tensor, labels: torch.Tensor, confidences: torch.Tens
     logits = match_size(logits, labels)
     ce = F.cross_entropy(full_precision(logits), labels, ignore_index=ignore_index, reduction="none")
     valid = labels != ignore_index
-    count = distributed.mean_denominator(valid.sum())  # M of the whole global batch (/ world under DDP)
+    count = mean_denominator(valid.sum())  # M of the whole global batch (/ world under DDP)
     unweighted = ce.sum() / count
     if variant == "dmt" and gamma1 == 0 and gamma2 == 0:
         return unweighted, _detached(global_stats({}, {"loss": unweighted}))
@@ -201,7 +234,7 @@ def online_loss(logits: torch.Tensor, labelled_labels: torch.Tensor, num_pseudo:
     online = decision.masked_fill(q <= threshold, ignore_index)
     labels = torch.cat([online, labelled_labels])
     ce = F.cross_entropy(full_precision(logits), labels, ignore_index=ignore_index, reduction="none")
-    loss = ce.sum() / distributed.mean_denominator((labels != ignore_index).sum())
+    loss = ce.sum() / mean_denominator((labels != ignore_index).sum())
     kept = (online != ignore_index).sum().float()
     return loss, _detached(global_stats({"online_kept": kept}, {"loss": loss}))
 
@@ -238,7 +271,7 @@ def batch_mean(per_sample: torch.Tensor, global_size: int | None = None) -> torc
     """(1/N) Σ over the whole global batch of N samples, in the units DDP averages in: in a single
     process (or without ``global_size``) the plain mean; under torchrun this rank's sum divided by
     N / world, so that the ranks' average is the global mean (and so is the gradient)."""
-    world = distributed.info().world_size
+    world = world_size()
     if world == 1 or global_size is None:
         return per_sample.mean()
     return per_sample.sum() / (max(global_size, 1) / world)
@@ -257,3 +290,15 @@ def mixup_weighted_ce(logits: torch.Tensor, labels_a: torch.Tensor, labels_b: to
     if weights is not None:
         per_sample = per_sample * weights
     return batch_mean(per_sample, global_size)
+
+
+def sample_lambda(alpha: float, max_lambda: bool) -> float:
+    """Mixup's λ ~ Beta(α, α) with numpy's global RNG (as the original); ``max_lambda`` → max(λ, 1 − λ)."""
+    lam = float(np.random.beta(alpha, alpha))
+    return max(lam, 1.0 - lam) if max_lambda else lam
+
+
+def mix(x: torch.Tensor, lam, permutation: torch.Tensor) -> torch.Tensor:
+    """λ·x + (1 − λ)·x[π] (docs/method.md §3.3: one permutation of the whole batch mixes the inputs
+    and, for DMT, the per-sample weights w̃ alike)."""
+    return lam * x + (1.0 - lam) * x[permutation]
