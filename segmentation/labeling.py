@@ -114,7 +114,7 @@ def run_labeling(cfg: RunConfig, rt: Runtime) -> None:
             shutil.rmtree(partial, ignore_errors=True)  # leftovers of a killed pass
             partial.mkdir(parents=True)
         distributed.barrier()
-        from utils.trainer import progress
+        from utils.run_log import progress
         result = label_pass(model, loader, rt.device, rt.precision, rt.memory_format, cfg.num_classes,
                             args.label_ratio, args.label_stride, partial, cache_budget_bytes(args.label_cache_gb),
                             diagnostics=gt, progress=progress)

@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     from segmentation.run_config import CITY_CROP_SIZE, VOC_CROP_SIZE, Protocol, default_stride, default_test_size
     from utils.checkpoint import load_checkpoint
     from utils.runtime import resolve_device
-    from utils.trainer import progress
+    from utils.run_log import progress
 
     device = resolve_device(args.device)
     dataset = args.dataset or config.get("dataset")

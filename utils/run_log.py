@@ -1,4 +1,4 @@
-"""Run logging: TensorBoard scalars / images / histograms, the run's config as JSON, one ``log.txt`` line per finished run.
+"""Run logging: the tqdm progress bar, TensorBoard scalars / images / histograms, the run's config as JSON, one ``log.txt`` line per finished run.
 
 ``log.txt`` keeps the original's ``<exp>: <best metric>`` shape at the start of each line so old
 parsers still work; further fields follow as `` | key=value`` pairs, e.g.::
@@ -12,10 +12,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
+from utils.cli import launch_rank
 from utils.io import append_line, write_text_atomic
+
+
+def progress(iterable=None, **kwargs):
+    """tqdm that stays quiet off the main rank and prints sparsely when stderr is not a terminal."""
+    from tqdm import tqdm
+
+    tty = sys.stderr.isatty() or os.environ.get("DMT_TTY") == "1"  # under utils.torchrun stderr is a pipe
+    kwargs.setdefault("mininterval", 0.5 if tty else 30.0)
+    kwargs.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, disable=launch_rank() != 0 or os.environ.get("DMT_NO_PROGRESS") == "1", **kwargs)
 
 
 def format_log_line(exp_name: str, best: float, **fields: Any) -> str:

@@ -30,12 +30,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
-from tqdm import tqdm
 
 from utils.checkpoint import load_training_state, save_checkpoint, save_training_state
 from utils.cost import CostMeter
 from utils.errors import UserError
-from utils.run_log import RunLogger
+from utils.run_log import RunLogger, progress
 
 StepFn = Callable[[Any, int], tuple[torch.Tensor, Mapping[str, torch.Tensor], int]]
 EvalFn = Callable[[], Mapping[str, float]]
@@ -287,14 +286,6 @@ class FitResult:
     final: float
     steps: int
     cost: dict[str, object] = field(default_factory=dict)
-
-
-def progress(iterable=None, **kwargs):
-    """tqdm that stays quiet off the main rank and prints sparsely when stderr is not a terminal."""
-    tty = sys.stderr.isatty() or os.environ.get("DMT_TTY") == "1"  # under utils.torchrun stderr is a pipe
-    kwargs.setdefault("mininterval", 0.5 if tty else 30.0)
-    kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, disable=rank_world()[0] != 0 or os.environ.get("DMT_NO_PROGRESS") == "1", **kwargs)
 
 
 class Trainer:
