@@ -9,11 +9,11 @@ same per-image choices, op by op. Three modules, in the order a batch goes throu
   (:class:`RawCollate`); the training stream is the usual :class:`utils.trainer.EpochStream` with
   that ``collate_fn`` (:func:`for_loader`), so order, seeds, sharding and resume positions are the
   PIL path's;
-* :mod:`classification.batch_draws`: the batch's random choices, drawn in the collate, vectorised,
-  from the keys (:func:`~classification.batch_draws.draw_params`), and the
-  :class:`~classification.batch_draws.RawBatch` that carries images and choices to the device;
-* :mod:`classification.batch_ops`: :class:`~classification.batch_ops.BatchRandAugment`, the
-  crop, flip, the 16 ops and Normalize on the device (:func:`on_device` puts it after the stream).
+* :mod:`classification.batch_ops`: the batch's random choices, drawn in the collate, vectorised,
+  from the keys (:func:`~classification.batch_ops.draw_params`), the
+  :class:`~classification.batch_ops.RawBatch` that carries images and choices to the device, and
+  :class:`~classification.batch_ops.BatchRandAugment`, the crop, flip, the 16 ops and Normalize on
+  the device (:func:`on_device` puts it after the stream).
 
 The PIL path stays the default on CPU (and is what ``--cpu-augment`` selects everywhere); this one is
 the default on CUDA and is forced on CPU with ``--device-augment`` (:func:`resolve`).
@@ -27,8 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from classification.batch_draws import SIZE, RawBatch, draw_params
-from classification.batch_ops import BatchRandAugment
+from classification.batch_ops import SIZE, BatchRandAugment, RawBatch, draw_params
 from utils.errors import UserError
 
 

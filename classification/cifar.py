@@ -19,7 +19,7 @@ transforms of :mod:`classification.augment` take PIL images and return float ten
 
 * an ``int`` class label for labelled data (batches collate to int64);
 * for pseudo data the teacher's float32 softmax vector (shape (10,)), exactly as stored. A DMT loss
-  takes ``confidence, label = probs.max(dim=1)`` on the batch (:func:`label_and_confidence`): the
+  takes ``confidence, label = probs.max(dim=1)`` on the batch (:func:`classification.training.label_and_confidence`): the
   hard label is the argmax and the teacher confidence the max (docs/method.md §2.2, §3.3);
 * the sample's index when no targets are given (for the labeller, which keeps the rows it selects).
 """
@@ -165,12 +165,6 @@ def write_pseudo(path: str | os.PathLike, data: np.ndarray, probs: np.ndarray) -
 def rows_to_images(data: np.ndarray) -> np.ndarray:
     """(N, 3072) CIFAR rows (channel planes) -> (N, 32, 32, 3) uint8 HWC images (a view)."""
     return data.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)
-
-
-def label_and_confidence(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(hard labels int64, confidences) of a batch of soft labels (N, C): argmax and max (docs/method.md §2.2)."""
-    confidence, label = probs.max(dim=-1)
-    return label, confidence
 
 
 class CifarDataset(Dataset):

@@ -7,6 +7,7 @@
 #   OUT          output folder (default runs/<experiment>-<seed>): checkpoints, log.txt, tb/, pseudo/
 #   DEVICE       auto | cpu | cuda              NGPUS    processes (torchrun when > 1; batches are global)
 #   WORKERS      DataLoader workers (default 8: RandAugment on 512 images per step is CPU work)
+#   BACKBONE     wrn-28-2 (default, the paper's) | wrn-28-8
 #   AMP          1: --mixed-precision (fp16 autocast + GradScaler, the original's numerics; add
 #                EXTRA_ARGS="--amp-dtype bf16" for bf16), 0: fp32. Default: 1 on CUDA, 0 on CPU
 #   RATIOS       the phases' label ratios (default "0.2 0.4 0.6 0.8 1.0")
@@ -40,11 +41,12 @@ cls_setup() {
     OUT="$(realpath -m "${OUT:-$REPO_ROOT/runs/$EXP}")"
     DEVICE="${DEVICE:-auto}"
     WORKERS="${WORKERS:-8}"
+    BACKBONE="${BACKBONE:-wrn-28-2}"
     AMP="${AMP:-$(amp_default "$DEVICE")}"
     RATIOS="${RATIOS:-0.2 0.4 0.6 0.8 1.0}"
     PHASE_SEEDS="${PHASE_SEEDS:-6 7 8 9 10}"
     EXTRA_ARGS="${EXTRA_ARGS:-}"
-    COMMON_ARGS=(--data-root "$DATA_ROOT" --out-dir "$OUT" --device "$DEVICE" --workers "$WORKERS")
+    COMMON_ARGS=(--data-root "$DATA_ROOT" --out-dir "$OUT" --device "$DEVICE" --workers "$WORKERS" --backbone "$BACKBONE")
     AMP_ARGS=()
     if [ "$AMP" = 1 ]; then AMP_ARGS=(--mixed-precision); fi
     mkdir -p "$OUT"

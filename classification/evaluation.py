@@ -19,7 +19,7 @@ from torch import nn
 
 from classification.augment import eval_transform
 from classification.cifar import NUM_CLASSES, labelled_dataset
-from classification.models import wrn_28_2
+from classification.models import build_backbone
 from classification.run_config import RunConfig
 from utils.distributed import eval_loader
 from utils.checkpoint import load_model_weights, unwrap
@@ -96,9 +96,10 @@ def evaluation_loader(cfg: RunConfig, rt: Runtime):
     return eval_loader(dataset, cfg.eval_batch, **data_loader_kwargs(min(cfg.args.workers, 2), rt.device))
 
 
-def load_wrn(path: str | os.PathLike, rt: Runtime) -> nn.Module:
-    """A WRN-28-2 with the weights of ``path`` (a snapshot, an EMA file or a bare state_dict)."""
-    model = wrn_28_2()
+def load_wrn(path: str | os.PathLike, rt: Runtime, backbone: str = "wrn-28-2") -> nn.Module:
+    """The ``backbone`` network (``--backbone``, WRN-28-2 by default) with the weights of ``path``
+    (a snapshot, an EMA file or a bare state_dict)."""
+    model = build_backbone(backbone)
     load_model_weights(model, path)
     return model.to(device=rt.device, memory_format=rt.memory_format)
 
@@ -111,7 +112,7 @@ def run_test(cfg: RunConfig, rt: Runtime) -> float:
     """
     args, set_name = cfg.args, cfg.val_set
     cost = CostMeter(rt.device)
-    model = load_wrn(args.continue_from, rt)
+    model = load_wrn(args.continue_from, rt, args.backbone)
     loader = evaluation_loader(cfg, rt)
     confusion = ConfusionMatrix(NUM_CLASSES, rt.device)
     metrics = evaluate(model, loader, rt, confusion)

@@ -95,7 +95,7 @@ def run_labeling(cfg: RunConfig, rt: Runtime) -> int:
     if truth is None and not args.no_gt_diagnostics and rt.dist.is_main:
         print(f"note: {unlabelled} has no labels; "
               "pseudo-label diagnostics are off (--no-gt-diagnostics silences this)", file=sys.stderr, flush=True)
-    model = load_wrn(args.continue_from, rt)
+    model = load_wrn(args.continue_from, rt, args.backbone)
     loader = eval_loader(dataset, cfg.label_batch, **data_loader_kwargs(args.workers, rt.device))
     probs = pooled_in_file_order(*predict(model, loader, rt), len(dataset))
     confidences = probs.max(dim=1).values

@@ -1,4 +1,5 @@
-"""WRN-28-2, the pre-activation wide ResNet of the CIFAR-10 experiments (docs/method.md §4.3).
+"""WRN-28-2, the pre-activation wide ResNet of the CIFAR-10 experiments (docs/method.md §4.3), and its
+wider sibling WRN-28-8 (``--backbone wrn-28-8``: stage widths 128/256/512, the same blocks).
 
 xternalz style: conv3x3 3→16, then three stages of four blocks (widths 32/64/128, strides 1/2/2),
 then BN-ReLU, 8x8 average pooling and a linear layer 128→classes. A block computes
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 WRN_28_2_WIDTHS = (32, 64, 128)
+STAGE_WIDTHS = {"wrn-28-2": WRN_28_2_WIDTHS, "wrn-28-8": (128, 256, 512)}  # --backbone (classification/run_config.py)
 WRN_28_2_STRIDES = (1, 2, 2)
 WRN_28_2_BLOCKS_PER_STAGE = 4  # (28 - 4) / 6
 STEM_CHANNELS = 16
@@ -113,3 +115,10 @@ class WideResNet(nn.Module):
 def wrn_28_2(num_classes: int = 10) -> WideResNet:
     """WRN-28-2 as in the DMT CIFAR-10 experiments (docs/method.md §4.3), freshly initialised."""
     return WideResNet(num_classes=num_classes)
+
+
+def build_backbone(name: str = "wrn-28-2", num_classes: int = 10) -> WideResNet:
+    """The ``--backbone`` network, freshly initialised: ``wrn-28-2`` (the paper's) or ``wrn-28-8``."""
+    if name not in STAGE_WIDTHS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(STAGE_WIDTHS)}")
+    return WideResNet(num_classes=num_classes, widths=STAGE_WIDTHS[name])

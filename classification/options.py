@@ -10,7 +10,7 @@ import argparse
 import time
 from typing import Sequence
 
-from classification.run_config import VALTINY_SET
+from classification.run_config import BACKBONES, VALTINY_SET
 from utils.cli import add_label_quality_args, add_runtime_args
 from utils.errors import UserError
 
@@ -46,6 +46,9 @@ def _add_shared(p: argparse.ArgumentParser, *, n: int, m: int, alpha: float | No
     p.add_argument("--out-dir", default="runs/classification",
                    help="new: where checkpoints, run records, the config JSON and the log go")
     p.add_argument("--log-dir", default=None, help="new: TensorBoard folder (default OUT_DIR/tb)")
+    p.add_argument("--backbone", choices=BACKBONES, default="wrn-28-2",
+                   help="new: the network: wrn-28-2 (the paper's) or wrn-28-8; labelling and testing build the same "
+                        "one, so pass the backbone the checkpoint was trained with")
     p.add_argument("--ema-decay", type=float, default=0.999,
                    help="new: EMA decay, shadow <- d*shadow + (1-d)*weights after every step. The original "
                         "inverted the update (docs/method.md §11.3); --ema-decay 0.001 reproduces it (≈ the last iterate)")

@@ -46,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, str, float]]
 
     from classification.augment import eval_transform
     from classification.cifar import IMAGE_SIZE
-    from classification.models import wrn_28_2
+    from classification.models import build_backbone
+    from classification.run_config import BACKBONES
     from data.synthetic import CIFAR_LABEL_NAMES
     from segmentation.datasets import read_rgb
     from utils.checkpoint import load_model_weights
@@ -54,8 +55,14 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, str, float]]
     from utils.runtime import resolve_device
 
     device = resolve_device(args.device)
-    model = wrn_28_2()
-    load_model_weights(model, args.checkpoint)
+    for name in BACKBONES:  # the network whose shapes the checkpoint's weights fit
+        model = build_backbone(name)
+        try:
+            load_model_weights(model, args.checkpoint)
+            break
+        except UserError:
+            if name == BACKBONES[-1]:
+                raise
     model = model.to(device).eval()
     transform = eval_transform()
     results = []

@@ -30,6 +30,7 @@ CIFAR_FOLDER = "cifar-10-batches-py"
 TEST_SET = "test"
 VALTINY_SET = "valtiny_seed1"
 PSEUDO_SUFFIX = "_pseudo"
+BACKBONES = ("wrn-28-2", "wrn-28-8")  # --backbone; the networks: classification/models.py:build_backbone
 
 TASKS = {"baseline": "classification.training:run_training", "dmt": "classification.training:run_training",
          "test": "classification.evaluation:run_test", "labeling": "classification.labeling:run_labeling"}

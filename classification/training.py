@@ -49,9 +49,9 @@ from torch.utils.data import default_collate
 
 from classification import batch_augment
 from classification.augment import train_transform
-from classification.cifar import IMAGE_SIZE, NUM_CLASSES, label_and_confidence, labelled_dataset, pseudo_dataset
+from classification.cifar import IMAGE_SIZE, NUM_CLASSES, labelled_dataset, pseudo_dataset
 from classification.evaluation import evaluate, evaluation_loader
-from classification.models import wrn_28_2
+from classification.models import build_backbone
 from classification.run_config import RunConfig
 from utils import distributed, label_quality
 from utils.checkpoint import load_model_weights, save_checkpoint, unwrap
@@ -199,6 +199,12 @@ def _images(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return x.to(rt.device, non_blocking=True).contiguous(memory_format=rt.memory_format)
 
 
+def label_and_confidence(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hard labels int64, confidences) of a batch of soft labels (N, C): argmax and max (docs/method.md §2.2)."""
+    confidence, label = probs.max(dim=-1)
+    return label, confidence
+
+
 def supervised_step(model: nn.Module, args: argparse.Namespace, rt: Runtime,
                     global_size: Callable[[int], int] | None = None) -> Callable:
     """main_fs: mixup with λ ~ Beta(α, α) (no max step), or plain CE without ``--alpha``.
@@ -300,8 +306,9 @@ def build_batches(cfg: RunConfig, rt: Runtime) -> tuple[Callable, int, dict, Cal
 
 
 def build_model(args: argparse.Namespace, rt: Runtime) -> nn.Module:
-    """A freshly initialised WRN-28-2 (weights from ``--continue-from`` if given), DDP-wrapped under torchrun."""
-    model = wrn_28_2()
+    """A freshly initialised ``--backbone`` network (WRN-28-2 by default; weights from ``--continue-from``
+    if given), DDP-wrapped under torchrun."""
+    model = build_backbone(args.backbone)
     if args.continue_from:
         load_model_weights(model, args.continue_from)
     model = distributed.wrap_model(model.to(device=rt.device, memory_format=rt.memory_format), rt.device)

@@ -1,4 +1,4 @@
-"""The batched device train transform (classification/batch_augment.py, batch_draws.py, batch_ops.py)
+"""The batched device train transform (classification/batch_augment.py, batch_ops.py)
 against the PIL path, op by op.
 
 Each op of the 16 runs through the PIL implementation (classification.augment, i.e. the original's
@@ -21,7 +21,7 @@ from PIL import Image
 from scipy import stats
 from torchvision.transforms.v2 import functional as F
 
-from classification import augment, batch_augment as ba, batch_draws as draws, options
+from classification import augment, batch_augment as ba, batch_ops as draws, options
 from classification.augment import GEOMETRIC_OPS, RANDAUGMENT_OPS, op_magnitude
 from classification.cifar import CifarDataset
 from utils.errors import UserError

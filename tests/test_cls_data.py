@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from classification import cifar, generate_splits
 from classification.labeling import unlabelled_with_truth
+from classification.training import label_and_confidence
 from classification.options import parse_dmt
 from classification.run_config import RunConfig
 from data.synthetic import make_cifar10
@@ -203,14 +204,14 @@ def test_pseudo_roundtrip_and_format(tmp_path):
     image, target = ds[2]
     assert torch.equal(image, torch.from_numpy(cifar.rows_to_images(data)[2]))
     assert target.dtype == torch.float32 and target.shape == (10,)
-    label, confidence = cifar.label_and_confidence(torch.stack([ds[i][1] for i in range(5)]))
+    label, confidence = label_and_confidence(torch.stack([ds[i][1] for i in range(5)]))
     assert label.tolist() == probs.argmax(1).tolist()
     assert np.allclose(confidence.numpy(), probs.max(1), atol=1e-7)
 
 
 def test_label_and_confidence_by_hand():
     probs = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]])
-    label, confidence = cifar.label_and_confidence(probs)
+    label, confidence = label_and_confidence(probs)
     assert label.tolist() == [1, 0] and torch.allclose(confidence, torch.tensor([0.7, 0.5]))
 
 

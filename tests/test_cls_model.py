@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classification.models import PreActBlock, wrn_28_2
+from classification.models import PreActBlock, build_backbone, wrn_28_2
+from classification.run_config import BACKBONES
 
 
 def block_params(cin: int, cout: int) -> int:
@@ -28,6 +29,28 @@ def test_parameter_count_matches_spec_and_hand_count():
     assert by_hand == 1_467_610
     assert total == 1_467_610
     assert sum(p.numel() for p in wrn_28_2(num_classes=100).parameters()) == 1_467_610 + 90 * 129
+
+
+def hand_count(widths: tuple[int, ...], classes: int = 10) -> int:
+    total, cin = 3 * 16 * 9, 16
+    for width in widths:
+        total, cin = total + block_params(cin, width) + 3 * block_params(width, width), width
+    return total + 2 * cin + cin * classes + classes
+
+
+def test_backbone_flag_builds_wrn_28_2_or_wrn_28_8():
+    assert hand_count((32, 64, 128)) == 1_467_610  # the formula above, as a function
+    assert set(BACKBONES) == {"wrn-28-2", "wrn-28-8"}
+    torch.manual_seed(0)
+    a = build_backbone("wrn-28-2")
+    torch.manual_seed(0)
+    b = wrn_28_2()
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # same init
+    wide = build_backbone("wrn-28-8")
+    assert sum(p.numel() for p in wide.parameters()) == hand_count((128, 256, 512)) == 23_354_842
+    assert wide(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("resnet18")
 
 
 def test_output_shape_and_downsampling():

@@ -18,11 +18,13 @@ from PIL import Image
 from classification import generate_splits
 from classification import options as cls_options
 from classification import training as cls_training
-from classification.cifar import pseudo_set_name, write_pseudo
+from classification.cifar import write_pseudo
+from classification.run_config import RunConfig as ClsRunConfig
 from data.synthetic import make_cifar10, make_voc
 from segmentation import options as seg_options
 from segmentation import training as seg_training
 from segmentation.generate_splits import id_list_text
+from segmentation.run_config import RunConfig as SegRunConfig
 from utils import trainer
 from utils.amp import Precision
 from utils.cli import Runtime
@@ -36,8 +38,10 @@ SEGMENTATION = {"utils/trainer.py", "segmentation/datasets.py", "segmentation/tr
                 "segmentation/training.py", "utils/losses.py"}
 CLASSIFICATION = {"utils/trainer.py", "classification/cifar.py", "classification/augment.py",
                   "classification/training.py", "utils/losses.py"}
-# --device-augment: the loader-side draws and the batched augmentation in place of augment.py
-CLASSIFICATION_DEVICE = CLASSIFICATION - {"classification/augment.py"} | {"classification/batch_augment.py"}
+# --device-augment (the default on CUDA): the loader reads raw rows (batch_augment.py, not cifar.py's
+# dataset), draws the choices and augments on the device (batch_ops.py), in place of augment.py
+CLASSIFICATION_DEVICE = {"utils/trainer.py", "classification/batch_augment.py", "classification/batch_ops.py",
+                         "classification/training.py", "utils/losses.py"}
 
 
 class _Stop(Exception):
@@ -103,7 +107,7 @@ def test_segmentation_dmt_step_passes_through_the_five_named_files(tmp_path, mon
         "--workers", "0", "--train-set", "20", "--sets-id", "0", "--state", "1", "--pseudo-dir", str(pseudo),
         "--epochs", "1", "--batch-size-labeled", "1", "--batch-size-pseudo", "2", "--val-num-steps", "1000",
         "--exp-name", "files"])
-    files, steps = step_files(monkeypatch, lambda: seg_training.run_training(args, runtime()))
+    files, steps = step_files(monkeypatch, lambda: seg_training.run_training(SegRunConfig.from_args(args), runtime()))
     assert steps == 2
     assert {"utils/trainer.py", "segmentation/training.py", "utils/losses.py"} <= files  # the window saw the step
     assert files <= SEGMENTATION, f"a DMT step also runs {sorted(files - SEGMENTATION)}"
@@ -117,7 +121,7 @@ def cifar(tmp_path_factory) -> Path:
     folder = root / "cifar-10-batches-py"
     rows = np.random.default_rng(0).integers(0, 256, (6, 3072), dtype=np.uint8)
     probs = np.random.default_rng(1).dirichlet(np.ones(10), size=6).astype(np.float32)
-    write_pseudo(folder / pseudo_set_name("2_seed1"), rows, probs)
+    write_pseudo(folder / "2_seed1_pseudo", rows, probs)
     return root
 
 
@@ -129,7 +133,7 @@ def test_classification_dmt_step_passes_through_the_five_named_files(cifar, tmp_
         "--train-set", "2_seed1", "--epochs", "1", "--batch-size-pseudo", "3", "--batch-size-labeled", "2",
         "--val-num-steps", "1000", "--gamma1", "4", "--gamma2", "4", "--exp-name", "files",
         *(["--device-augment"] if device_augment else [])])
-    files, steps = step_files(monkeypatch, lambda: cls_training.run_training(args, runtime(), dmt=True))
+    files, steps = step_files(monkeypatch, lambda: cls_training.run_training(ClsRunConfig.from_args(args), runtime()))
     assert steps == 2
     assert {"utils/trainer.py", "classification/training.py", "utils/losses.py"} <= files
     expected = CLASSIFICATION_DEVICE if device_augment else CLASSIFICATION

@@ -17,7 +17,7 @@ checked by a thread pool (the work is I/O) and the first problem *in list order*
 one :class:`~utils.errors.UserError` line naming the file. Label *values* are still checked when
 each label is loaded (that needs the pixels).
 
-Callers: :mod:`segmentation.main` (VOC and Cityscapes lists) and :mod:`classification.entry`
+Callers: :mod:`segmentation.main` (VOC and Cityscapes lists) and :func:`classification.run_config.check_data`
 (the CIFAR pickles: present, ``data`` uint8 (N, 3072) with N labels).
 """
 from __future__ import annotations
