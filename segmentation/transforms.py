@@ -145,48 +145,9 @@ def _pad_bottom_right(inpt: torch.Tensor, pad_h: int, pad_w: int, fill: float) -
     return F.pad(inpt, [0, 0, pad_w, pad_h], fill=fill)  # [left, top, right, bottom]
 
 
-class PadCrop(JointTransform):
-    """Pad bottom/right to at least (crop_h, crop_w), then crop at uniform integer offsets.
-
-    Padding: image ``image_fill`` (0, raw pixel value), masks ``label_fill`` (255; both pseudo
-    channels). Offsets: ``top = random.randint(0, H − crop_h)`` then ``left = random.randint(0,
-    W − crop_w)``; no random number is drawn when the padded size equals the crop (as torchvision's
-    old ``RandomCrop.get_params``, which the original used).
-    """
-
-    def __init__(self, crop_h: int, crop_w: int, image_fill: float = 0.0, label_fill: float = IGNORE_INDEX) -> None:
-        super().__init__()
-        self.crop = (int(crop_h), int(crop_w))
-        self.image_fill, self.label_fill = image_fill, label_fill
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        h, w = v2.query_size(flat_inputs)
-        ch, cw = self.crop
-        pad_h, pad_w = max(ch - h, 0), max(cw - w, 0)
-        padded_h, padded_w = h + pad_h, w + pad_w
-        if (padded_h, padded_w) == (ch, cw):
-            top = left = 0
-        else:
-            top = random.randint(0, padded_h - ch)
-            left = random.randint(0, padded_w - cw)
-        return {"pad_h": pad_h, "pad_w": pad_w, "top": top, "left": left}
-
-    def _pad_crop(self, inpt: torch.Tensor, params: dict[str, Any], fill: float) -> torch.Tensor:
-        inpt = _pad_bottom_right(inpt, params["pad_h"], params["pad_w"], fill)
-        return F.crop(inpt, params["top"], params["left"], self.crop[0], self.crop[1])
-
-    def transform_image(self, image: tv_tensors.Image, params: dict[str, Any]) -> tv_tensors.Image:
-        return self._pad_crop(image, params, self.image_fill)
-
-    def transform_mask(self, mask: tv_tensors.Mask, params: dict[str, Any]) -> tv_tensors.Mask:
-        return self._pad_crop(mask, params, self.label_fill)
-
-    def extra_repr(self) -> str:
-        return f"crop={self.crop}, image_fill={self.image_fill}, label_fill={self.label_fill}"
-
-
 class PadTo(JointTransform):
-    """Pad bottom/right to at least (h, w): image 0 (raw), masks 255. Larger inputs are left as they are."""
+    """Pad bottom/right to at least (h, w): image ``image_fill`` (0, raw pixel value), masks
+    ``label_fill`` (255; both pseudo channels). Larger inputs are left as they are."""
 
     def __init__(self, height: int, width: int, image_fill: float = 0.0, label_fill: float = IGNORE_INDEX) -> None:
         super().__init__()
@@ -197,14 +158,39 @@ class PadTo(JointTransform):
         h, w = v2.query_size(flat_inputs)
         return {"pad_h": max(self.size[0] - h, 0), "pad_w": max(self.size[1] - w, 0)}
 
+    def _apply(self, inpt: torch.Tensor, params: dict[str, Any], fill: float) -> torch.Tensor:
+        return _pad_bottom_right(inpt, params["pad_h"], params["pad_w"], fill)
+
     def transform_image(self, image: tv_tensors.Image, params: dict[str, Any]) -> tv_tensors.Image:
-        return _pad_bottom_right(image, params["pad_h"], params["pad_w"], self.image_fill)
+        return self._apply(image, params, self.image_fill)
 
     def transform_mask(self, mask: tv_tensors.Mask, params: dict[str, Any]) -> tv_tensors.Mask:
-        return _pad_bottom_right(mask, params["pad_h"], params["pad_w"], self.label_fill)
+        return self._apply(mask, params, self.label_fill)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}"
+        return f"size={self.size}, image_fill={self.image_fill}, label_fill={self.label_fill}"
+
+
+class PadCrop(PadTo):
+    """Pad bottom/right to at least (crop_h, crop_w) as :class:`PadTo`, then crop (crop_h, crop_w) at
+    uniform integer offsets: ``top = random.randint(0, H − crop_h)`` then ``left = random.randint(0,
+    W − crop_w)``; no random number is drawn when the padded size equals the crop (as torchvision's
+    old ``RandomCrop.get_params``, which the original used).
+    """
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        params = super().make_params(flat_inputs)
+        h, w = v2.query_size(flat_inputs)
+        (ch, cw), padded_h, padded_w = self.size, h + params["pad_h"], w + params["pad_w"]
+        if (padded_h, padded_w) == (ch, cw):
+            top = left = 0
+        else:
+            top = random.randint(0, padded_h - ch)
+            left = random.randint(0, padded_w - cw)
+        return {**params, "top": top, "left": left}
+
+    def _apply(self, inpt: torch.Tensor, params: dict[str, Any], fill: float) -> torch.Tensor:
+        return F.crop(super()._apply(inpt, params, fill), params["top"], params["left"], *self.size)
 
 
 class RandomHorizontalFlip(JointTransform):

@@ -10,6 +10,7 @@ import torch
 from torchvision import tv_tensors
 
 from segmentation import transforms as T
+from segmentation.run_config import default_test_size
 
 COCO_MEAN_BGR = np.array([104.008, 116.669, 122.675])
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -312,7 +313,7 @@ def test_test_transforms():
     np.testing.assert_allclose(np_(out_img)[:, 0, 0], -IMAGENET_MEAN / IMAGENET_STD, atol=1e-5)
 
     # default sizes, and image-only calls
-    assert T.default_test_size("voc") == (505, 505) and T.default_test_size("city") == (512, 1024)
+    assert default_test_size("voc") == (505, 505) and default_test_size("city") == (512, 1024)
     assert T.test_transforms("voc", norm="coco")(img).shape == (3, 505, 505)
     with pytest.raises(ValueError):
         T.train_transforms("cifar")

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Sequence
 
 from utils.errors import UserError, run_cli
-from utils.io import write_text_atomic
+from utils.io import require_writable_dir, write_text_atomic
 from utils.paper_results import (BEST_TAG, CLS_EXPERIMENTS, EXPERIMENTS, PAPER, PAPER_TABLES, SEG_EXPERIMENTS,
                                  Cell, paper_number)
 from utils.report_logs import (FOR_SEPARATOR, LABEL_FIELDS, METRIC_NAMES, PHASE_TAG, RUN_NAME, SEG_MODELS,
@@ -70,17 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Markdown tables of the log.txt results beside the paper's numbers.")
     p.add_argument("paths", nargs="+", metavar="LOG_OR_DIR", help="log.txt files, or folders searched for log.txt")
     p.add_argument("--gpu-hours", action="store_true", help="add GPU-hours (wall_s × procs) per experiment and overall")
-    p.add_argument("--out", default=None, help="also write the report to this file (atomically)")
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="also write PNG plots of the tables into DIR (per experiment: results per phase; "
                         "pseudo-label accuracy vs kept fraction)")
+    p.add_argument("--out", default=None, help="also write the report to this file (atomically)")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
-    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
-        raise UserError(f"--plots {args.plots}: exists and is not a folder; pass a folder for the PNGs")
+    if args.plots:  # a folder this process can write, checked before any work
+        require_writable_dir(args.plots, "--plots")
     data = read_logs(find_logs(args.paths), find_label_records(args.paths))
     if not data.results and not (args.gpu_hours and data.cost_lines):
         raise UserError(f"{', '.join(args.paths)}: no result lines named <experiment>-<run>__<tag> found; pass the "
