@@ -135,6 +135,18 @@ class RunLogger:
                                       bucket_limits=edges[1:].tolist(), bucket_counts=counts.tolist(),
                                       global_step=step)
 
+    def train_interval(self, sums: Mapping, count: int, step: int, lr: float) -> dict[str, float]:
+        """A logging interval of training statistics: each 0-d sum's mean over the ``count`` steps as
+        ``train/<name>``, each 1-D sum (bin counts over [0, 1]) as a histogram, and ``train/lr``;
+        returns the means. The host reads the sums here, once per interval."""
+        means = {k: float(v) / count for k, v in sums.items() if v.dim() == 0}
+        self.scalars(means, step, prefix="train/")
+        for key, counts in sums.items():
+            if counts.dim() == 1:
+                self.histogram(f"train/{key}", counts, step)
+        self.scalar("train/lr", lr, step)
+        return means
+
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()

@@ -2,18 +2,14 @@
 
 * **Batches** (:func:`step_batches`, :func:`paired_batches`): step ``s``'s global batch is the same
   whatever the number of DataLoader workers, resumes and torchrun processes (which split it,
-  :func:`rank_share`); each sample's augmentation is seeded from ``(run seed, epoch, index)``
-  (:class:`SeededDataset`). That makes a resumed or multi-process run equal to an uninterrupted
-  single-process one.
-* **The step**: the caller's ``step_fn`` (forward + loss, BN statistics averaged over the ranks by
+  :func:`rank_share`); each sample is seeded from ``(run seed, epoch, index)`` (:class:`SeededDataset`).
+* **The step**: the caller's ``step_fn`` (forward + loss; BN statistics averaged over the ranks by
   :func:`average_bn_statistics_`), then :func:`backward_step` (fp16: through the GradScaler).
 * **The loop** (:class:`Trainer`): LR per iteration, optional EMA, statistics read back only at
-  logging intervals (a 0-d stat is averaged and logged as ``train/<name>``, a 1-D stat holds bin
-  counts over [0, 1], summed and logged as a histogram), validation after step ``s`` (1-based) when
-  ``s % val_every == val_every - 1`` or ``s == total_steps - 1`` (docs/method.md §8), a best
-  snapshot on a strictly better metric (``>=`` with ``snapshot_on_equal``), resume checkpoints
-  (:func:`utils.checkpoint.save_training_state`) and a final evaluation that is reported but does
-  not compete for the snapshot.
+  logging intervals (0-d: averaged, ``train/<name>``; 1-D: bin counts over [0, 1], a histogram),
+  validation after step ``s`` when ``s % val_every == val_every - 1`` or ``s == total_steps - 1``
+  (docs/method.md §8), a best snapshot on a strictly better metric (``>=`` with ``snapshot_on_equal``),
+  resume checkpoints, and a final evaluation that is reported but does not compete for the snapshot.
 """
 from __future__ import annotations
 
@@ -391,12 +387,7 @@ class Trainer:
             bar.update(1)
             if self.step % self.log_every == 0 or self.step == self.total_steps:
                 self._check_finite(finite)  # the one host sync of a logging interval
-                means = {k: float(v) / count for k, v in sums.items() if v.dim() == 0}
-                self.logger.scalars(means, self.step, prefix="train/")
-                for key, counts in sums.items():  # 1-D stats: bin counts over [0, 1], summed over the interval
-                    if counts.dim() == 1:
-                        self.logger.histogram(f"train/{key}", counts, self.step)
-                self.logger.scalar("train/lr", self.optimizer.param_groups[0]["lr"], self.step)
+                means = self.logger.train_interval(sums, count, self.step, self.optimizer.param_groups[0]["lr"])
                 bar.set_postfix(loss=f"{means['loss']:.4f}", refresh=False)
                 sums, count = {}, 0
             validate = self.step % self.val_every == self.val_every - 1 or self.step == self.total_steps - 1
