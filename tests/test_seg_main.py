@@ -1,11 +1,10 @@
 """segmentation/main.py on a tiny synthetic VOC set: CBC labelling against a numpy reference of
-docs/method.md §2.1, supervised → labelling → DMT round trip, resume, skipping finished runs, bad input,
-test protocols (also unit-checked on hand-made models) and torchrun (2 CPU processes)."""
+docs/method.md §2.1, supervised → labelling → DMT round trip, resume, skipping finished runs and torchrun
+(2 CPU processes). Bad input: tests/test_seg_bad_input.py; test protocols: tests/test_seg_protocols.py."""
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +17,6 @@ from PIL import Image
 from torch import nn
 
 from segmentation import training
-from segmentation.evaluation import (Protocol, probabilities, probabilities_msf, probabilities_sliding,
-                                     probabilities_whole, window_starts)
 from segmentation.generate_splits import id_list_text
 from segmentation.main import main
 from segmentation.models import deeplab_v2
@@ -298,167 +295,6 @@ def test_interrupted_run_resumes_to_the_same_weights(voc, tmp_path, capsys, monk
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
     assert log_lines(tmp_path)["resumed"][0] == log_lines(tmp_path)["straight"][0]
-
-
-# ----------------------------------------------------------------------------------- bad input
-def broken_copy(voc: Path, tmp: Path, mutate) -> Path:
-    root = tmp / "VOC2012"
-    shutil.copytree(voc, root)
-    mutate(root)
-    return root
-
-
-def first_labelled(root: Path) -> str:
-    return (root / "ImageSets" / "Segmentation" / "20_labeled_0.txt").read_text().split()[0]
-
-
-def corrupt_image(root):
-    (root / "JPEGImages" / f"{first_labelled(root)}.jpg").write_bytes(b"not a jpeg")
-
-
-def corrupt_unlabelled_image(root):
-    first = (root / "ImageSets" / "Segmentation" / "20_unlabeled_0.txt").read_text().split()[0]
-    (root / "JPEGImages" / f"{first}.jpg").write_bytes(b"not a jpeg")
-
-
-def label_out_of_range(root):
-    path = root / "SegmentationClassAug" / f"{first_labelled(root)}.png"
-    label = np.array(Image.open(path))
-    label[0, 0] = 30
-    Image.fromarray(label, mode="L").save(path)
-
-
-def label_wrong_size(root):
-    path = root / "SegmentationClassAug" / f"{first_labelled(root)}.png"
-    Image.fromarray(np.zeros((7, 9), dtype=np.uint8), mode="L").save(path)
-
-
-BAD_INPUTS = {
-    "dataset folder missing": (None, ["--state", "2"], "nowhere"),
-    "split file missing": (None, ["--state", "2", "--train-set", "7"], "7_labeled_0.txt"),
-    "unreadable image": (corrupt_image, ["--state", "2"], ".jpg"),
-    # --no-check-data: found when loaded, inside a DataLoader worker (the data check would find it first)
-    "unreadable image in a loader worker": (corrupt_image, ["--state", "2", "--workers", "1", "--no-check-data"], ".jpg"),
-    "unreadable image while labelling in a worker": (corrupt_unlabelled_image, [
-        "--state", "1", "--labeling", "--continue-from", "VOC_CKPT", "--workers", "1", "--no-check-data"], ".jpg"),
-    "label out of range": (label_out_of_range, ["--state", "2"], ".png"),
-    "label size mismatch": (label_wrong_size, ["--state", "2"], ".png"),
-    "pseudo folder missing": (None, ["--state", "1", "--pseudo-dir", "PSEUDO_GONE"], "PSEUDO_GONE"),
-    "pseudo file missing": (None, ["--state", "1", "--pseudo-dir", "PSEUDO_PARTIAL"], ".npy"),
-    "checkpoint not a checkpoint": (None, ["--state", "3", "--continue-from", "GARBAGE"], "GARBAGE"),
-    "checkpoint of another model": (None, ["--state", "3", "--continue-from", "CITY_CKPT"], "CITY_CKPT"),
-    "test without weights": (None, ["--state", "3"], "--continue-from"),
-}
-
-
-@pytest.fixture(scope="module")
-def bad_files(voc, tmp_path_factory) -> Path:
-    """A garbage file, checkpoints of a 19- and a 21-class model, a pseudo folder missing one file."""
-    folder = tmp_path_factory.mktemp("bad")
-    (folder / "GARBAGE").write_bytes(b"\x00garbage")
-    save_checkpoint(folder / "CITY_CKPT", model=deeplab_v2(19, "mobilenet_v3_large", pretrained=None))
-    save_checkpoint(folder / "VOC_CKPT", model=deeplab_v2(21, "mobilenet_v3_large", pretrained=None))
-    partial = folder / "PSEUDO_PARTIAL"
-    partial.mkdir()
-    for sample_id in unlabelled_ids(voc)[1:]:
-        np.save(partial / f"{sample_id}.npy", np.zeros((1, 1, 2), dtype=np.float32))
-    return folder
-
-
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_is_one_line_and_exit_2(case, voc, bad_files, tmp_path, capsys):
-    mutate, extra, expected = BAD_INPUTS[case]
-    root = broken_copy(voc, tmp_path, mutate) if mutate else (tmp_path / "nowhere" if expected == "nowhere" else voc)
-    extra = [str(bad_files / a) if a.isupper() and a.replace("_", "").isalpha() else a for a in extra]
-    out = tmp_path / "out"
-    rc, _, err = run(common(root, out, "--exp-name", "bad", "--epochs", "1", "--batch-size-labeled", "4", *extra), capsys)
-    lines = err.strip().splitlines()
-    assert rc == 2 and len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], err
-    assert not (out / "bad.done.json").exists() and not (out / "log.txt").exists()
-
-
-def test_cli_exit_status_and_one_line_in_a_real_process(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "segmentation.main", "--state", "3", "--device", "cpu",
-                           "--out-dir", str(tmp_path)], capture_output=True, text=True, env=env, cwd=REPO, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "--continue-from" in proc.stderr
-
-
-# ------------------------------------------------------------------------------- test protocols
-def test_state_3_protocols_agree_where_they_must(voc, labeller, tmp_path, capsys):
-    results = {}
-    for name, extra in {"whole": [], "sliding-one-window": ["--eval-protocol", "sliding", "--eval-crop", "41", "41"],
-                        "msf-1-noflip": ["--eval-protocol", "msf", "--eval-scales", "1.0", "--eval-no-flip"],
-                        "msf": ["--eval-protocol", "msf", "--eval-scales", "0.75", "1.0"],
-                        "sliding": ["--eval-protocol", "sliding", "--eval-crop", "24", "24", "--eval-stride", "16", "16"],
-                        "tiny": ["--valtiny"]}.items():
-        rc, _, err = run(common(voc, tmp_path, "--state", "3", "--exp-name", name, "--continue-from", str(labeller),
-                                *extra), capsys)
-        assert rc == 0, err
-        results[name] = log_lines(tmp_path)[name]
-    assert results["sliding-one-window"][0] == results["whole"][0]
-    assert results["msf-1-noflip"][0] == results["whole"][0]
-    assert results["whole"][1]["protocol"] == "whole" and results["tiny"][1]["val"] == "valtiny"
-    assert results["msf"][1]["protocol"] == "msf(0.75/1+flip)"
-    assert results["sliding"][1]["protocol"] == "sliding(24x24/16x16)"
-
-
-class Pointwise(nn.Module):
-    """A 1×1 convolution: flip-equivariant and independent of the window it sees."""
-
-    def __init__(self, channels=3, classes=4):
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(channels, classes, 1)
-
-    def forward(self, x):
-        return self.conv(x)
-
-
-class WindowMean(nn.Module):
-    """Logits (mean of channel 0 over the whole input, 0): depends on the window only."""
-
-    def forward(self, x):
-        m = x[:, :1].mean(dim=(2, 3), keepdim=True).expand(-1, 1, *x.shape[-2:])
-        return torch.cat([m, torch.zeros_like(m)], dim=1)
-
-
-def test_window_starts_by_hand():
-    assert window_starts(10, 4, 3) == [0, 3, 6]
-    assert window_starts(10, 4, 4) == [0, 4, 6]
-    assert window_starts(3, 4, 2) == [0]
-    assert window_starts(4, 4, 2) == [0]
-
-
-def test_sliding_window_averages_window_probabilities_by_hand():
-    x = torch.tensor([1.0, 3.0, -2.0, 5.0]).view(1, 1, 1, 4)
-    probs = probabilities_sliding(WindowMean(), x, window=(1, 2), stride=(1, 1))
-    sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731  softmax of (m, 0), class 0
-    w01, w12, w23 = sig(2.0), sig(0.5), sig(1.5)
-    expected = [w01, (w01 + w12) / 2, (w12 + w23) / 2, w23]
-    np.testing.assert_allclose(probs[0, 0, 0].numpy(), expected, rtol=1e-6)
-    np.testing.assert_allclose(probs.sum(dim=1).numpy(), 1.0, rtol=1e-6)
-
-
-def test_protocol_identities_on_tiny_models():
-    torch.manual_seed(1)
-    images = torch.randn(2, 3, 17, 23)
-    deeplab = deeplab_v2(5, "mobilenet_v3_large", pretrained=None).eval()
-    with torch.no_grad():
-        whole = probabilities_whole(deeplab, images)
-        assert whole.shape == (2, 5, 17, 23)
-        torch.testing.assert_close(probabilities_sliding(deeplab, images, (17, 23), (5, 5)), whole)
-        torch.testing.assert_close(probabilities_msf(deeplab, images, [1.0], flip=False), whole)
-        torch.testing.assert_close(probabilities(deeplab, images, Protocol("msf", scales=(1.0,), flip=False)), whole)
-        pointwise = Pointwise()
-        torch.testing.assert_close(probabilities_msf(pointwise, images, [1.0], flip=True),
-                                   probabilities_whole(pointwise, images))
-        torch.testing.assert_close(probabilities_sliding(pointwise, images, (8, 8), (3, 5)),
-                                   probabilities_whole(pointwise, images))
-        # a flip-sensitive model: msf+flip = the mean of the direct and the mirrored-back pass
-        mirrored = probabilities_whole(deeplab, images.flip(-1)).flip(-1)
-        torch.testing.assert_close(probabilities_msf(deeplab, images, [1.0], flip=True), (whole + mirrored) / 2)
 
 
 # ------------------------------------------------------------------------------------ torchrun
