@@ -96,3 +96,36 @@ def test_no_reference_points_outside_the_repository():
                 bad.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}")
     assert not bad, ("references that do not resolve inside the repository (cite docs/method.md §x.y; "
                      "no paths outside the repository):\n" + "\n".join(bad))
+
+
+# `path.py` or `path.py:name` (name, or Class.method: its first part) in the Markdown docs
+CODE_REF = re.compile(r"`((?:segmentation|classification|utils|data|bench|tests|scripts)/[\w/.-]+?\.(?:py|sh))"
+                      r"(?::([A-Za-z_]\w*)(?:\.\w+)*)?")
+
+
+def defines(text: str, name: str) -> bool:
+    return re.search(rf"^\s*(?:def|class|async def)\s+{name}\b|^\s*{name}\s*[:=(]|^{name}\(\)\s*{{", text,
+                     re.MULTILINE) is not None
+
+
+def test_docs_name_only_files_and_functions_that_exist():
+    """The code map and the guides name ``file.py:function``: a renamed or moved function fails here."""
+    stale = []
+    for path in repository_files():
+        if path.suffix != ".md":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for match in CODE_REF.finditer(text):
+            target, name = ROOT / match.group(1), match.group(2)
+            line = text.count("\n", 0, match.start()) + 1
+            if not target.is_file():
+                stale.append(f"{path.relative_to(ROOT)}:{line}: {match.group(1)} does not exist")
+            elif name and not defines(target.read_text(encoding="utf-8"), name):
+                stale.append(f"{path.relative_to(ROOT)}:{line}: {match.group(1)} defines no {name}")
+    assert not stale, "\n".join(stale)
+
+
+def test_defines_by_hand():
+    text = "def run(x):\n    pass\nclass Trainer:\n    def fit(self):\n        ...\nTASKS = {}\nrun_done() {\n"
+    assert defines(text, "run") and defines(text, "Trainer") and defines(text, "fit") and defines(text, "TASKS")
+    assert defines(text, "run_done") and not defines(text, "walk")
