@@ -29,6 +29,7 @@ from data.synthetic import CIFAR_LABEL_NAMES
 from utils.io import append_line, write_bytes_atomic
 from utils.metrics import AccuracyMeter, ConfusionMatrix
 from utils.run_log import RunLogger, finish_run, format_log_line
+from utils.trainer import to_device
 
 
 @torch.no_grad()
@@ -41,7 +42,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, confusion: ConfusionMatrix |
     meter = AccuracyMeter(rt.device)
     try:
         for images, targets in loader:
-            images = images.to(rt.device, non_blocking=True).contiguous(memory_format=rt.memory_format)
+            images = to_device(images, rt.device, rt.memory_format)
             targets = targets.to(rt.device, non_blocking=True)
             with rt.precision.autocast():
                 logits = model(images)

@@ -47,6 +47,7 @@ from utils.metrics import ConfusionMatrix
 from utils.pseudo_labels import IGNORE_INDEX, global_confidence_threshold
 from utils.run_files import single_file_manifest
 from utils.run_log import RunLogger
+from utils.trainer import to_device
 
 
 def unlabelled_with_truth(path: Path) -> tuple[CifarDataset, np.ndarray, np.ndarray | None]:
@@ -66,7 +67,7 @@ def predict(model: nn.Module, loader, rt: Runtime) -> tuple[torch.Tensor, torch.
     model.eval()
     indices, probs = [], []
     for images, index in loader:
-        images = images.to(rt.device, non_blocking=True).contiguous(memory_format=rt.memory_format)
+        images = to_device(images, rt.device, rt.memory_format)
         with rt.precision.autocast():
             logits = model(images)
         probs.append(logits.float().softmax(dim=1))

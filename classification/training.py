@@ -61,7 +61,7 @@ from utils.losses import (batch_mean, classification_weights, dmt_loss, gamma_ra
 from utils.run_log import RunLogger, finish_run, save_config
 from utils.schedules import SGD_MOMENTUM, cosine_scheduler
 from utils.trainer import (EpochStream, FitResult, Trainer, average_bn_statistics_, paired_batches, rank_share,
-                           rank_world)
+                           rank_world, to_device)
 
 PSEUDO_STREAM_SEED_OFFSET = 7919  # the pseudo stream's shuffling/augmentation seed differs from the labelled one's
 
@@ -195,10 +195,6 @@ def dmt_mixup_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return loss, {**stats, **mix_stats}
 
 
-def _images(x: torch.Tensor, rt: Runtime) -> torch.Tensor:
-    return x.to(rt.device, non_blocking=True).contiguous(memory_format=rt.memory_format)
-
-
 def label_and_confidence(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(hard labels int64, confidences) of a batch of soft labels (N, C): argmax and max (docs/method.md §2.2)."""
     confidence, label = probs.max(dim=-1)
@@ -211,7 +207,7 @@ def supervised_step(model: nn.Module, args: argparse.Namespace, rt: Runtime,
     ``global_size(step)``: the size of step's global batch (needed under torchrun)."""
     def step(batch, step_number: int):
         images, labels = batch
-        images, labels = _images(images, rt), labels.to(rt.device, non_blocking=True)
+        images, labels = to_device(images, rt.device, rt.memory_format), labels.to(rt.device, non_blocking=True)
         share = share_of(global_size(step_number - 1)) if global_size is not None else None
         size = images.shape[0] if share is None else share.global_size
         if args.alpha is None:

@@ -34,6 +34,7 @@ from utils.cli import Runtime, data_loader_kwargs
 from utils.cost import CostMeter
 from utils.metrics import ConfusionMatrix
 from utils.run_log import finish_run
+from utils.trainer import to_device
 
 PROTOCOLS = ("whole", "sliding", "msf")
 
@@ -126,7 +127,7 @@ def evaluate_with_samples(model: nn.Module, loader: Iterable, num_classes: int, 
     kept: list[Samples] = []
     need = keep
     for images, labels in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        images = to_device(images, device, memory_format)
         labels = labels.to(device, non_blocking=True)
         with precision.autocast():
             probs = probabilities(model, images, protocol)

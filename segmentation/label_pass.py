@@ -31,6 +31,7 @@ from utils import distributed
 from utils.io import save_npy_atomic
 from utils.metrics import ConfusionMatrix
 from utils.pseudo_labels import IGNORE_INDEX, CBCSampler, threshold_labels
+from utils.trainer import to_device
 
 
 class AsyncNpyWriter:
@@ -86,7 +87,7 @@ def predicted_batches(model: nn.Module, loader: Iterable, device: torch.device, 
     round_fp16 = precision.enabled
     with torch.no_grad():
         for images, gt, ids, sizes in loader:
-            images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            images = to_device(images, device, memory_format)
             gt = None if gt is None else gt.to(device, non_blocking=True)
             with precision.autocast():
                 confidence, label = predict(model, images, round_fp16)

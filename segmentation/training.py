@@ -42,7 +42,7 @@ from utils.errors import UserError
 from utils.losses import dmt_loss, online_loss, supervised_loss
 from utils.run_log import RunLogger, finish_run, save_config
 from utils.schedules import SGD_MOMENTUM, poly_scheduler
-from utils.trainer import EpochStream, Trainer, average_bn_statistics_, paired_batches
+from utils.trainer import EpochStream, Trainer, average_bn_statistics_, paired_batches, to_device
 
 PSEUDO_SEED_OFFSET = 1_000_003  # the pseudo stream's shuffling seed differs from the labelled one's
 
@@ -59,11 +59,6 @@ def check_pseudo_files(dataset) -> None:
         raise UserError(f"{dataset.pseudo_path(missing[0])}: pseudo-label file not found ({len(missing)} of "
                         f"{len(dataset.ids)} missing); rerun the labelling step (--state 1 --labeling) into "
                         f"{dataset.pseudo_dir}")
-
-
-def to_device(x: torch.Tensor, device: torch.device, memory_format=None) -> torch.Tensor:
-    x = x.to(device, non_blocking=True)
-    return x.contiguous(memory_format=memory_format) if memory_format is not None else x
 
 
 class ShareCollate:

@@ -227,6 +227,12 @@ def paired_batches(primary: EpochStream, secondary: EpochStream, start: int = 0)
 
 
 # ---------------------------------------------------------------------------------- the step
+def to_device(x: torch.Tensor, device: torch.device, memory_format: torch.memory_format | None = None) -> torch.Tensor:
+    """A (pinned) host batch to the device without blocking, in ``memory_format`` if given."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=memory_format) if memory_format is not None else x
+
+
 def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
     """backward + optimizer step; returns whether ``optimizer.step()`` ran.
 
