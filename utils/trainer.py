@@ -45,10 +45,8 @@ def rank_world() -> tuple[int, int]:
 
 
 def rank_share(global_size: int, rank: int | None = None, world: int | None = None) -> tuple[int, int]:
-    """``(start, stop)`` of this rank's contiguous share of a global batch of ``global_size``
-    samples: sizes differ by at most one, the first ``global_size % world`` ranks take one more
-    (e.g. 8 over 3 ranks: 3, 3, 2; 2 over 4 ranks: 1, 1, 0, 0). Rank order is batch order, so
-    gathering the shares in rank order gives the global batch back."""
+    """``(start, stop)`` of this rank's contiguous share of a global batch of ``global_size`` samples, in
+    rank order; the first ``global_size % world`` ranks take one more (8 over 3: 3, 3, 2; 2 over 4: 1, 1, 0, 0)."""
     if rank is None or world is None:
         this_rank, this_world = rank_world()
         rank = this_rank if rank is None else rank
@@ -234,11 +232,8 @@ def to_device(x: torch.Tensor, device: torch.device, memory_format: torch.memory
 
 
 def backward_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> bool:
-    """backward + optimizer step; returns whether ``optimizer.step()`` ran.
-
-    With an enabled (fp16) GradScaler the loss is scaled, and the scaler skips the step on inf/NaN
-    gradients (and halves its scale); whether it did is seen by an optimizer post-step hook, so
-    knowing costs no extra host sync. Otherwise plain backward + step (always True, no sync)."""
+    """backward + optimizer step; returns whether ``optimizer.step()`` ran. With an enabled (fp16) GradScaler,
+    which skips the step on inf/NaN gradients, an optimizer post-step hook tells, at no extra host sync."""
     if not scaler.is_enabled():
         loss.backward()
         optimizer.step()
