@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from segmentation.models import deeplab_v2
-from tests.test_seg_main import REPO, common, run, unlabelled_ids, voc  # noqa: F401 (voc: a fixture)
+from tests.test_seg_main import REPO, common, quiet, run, unlabelled_ids, voc  # noqa: F401 (fixtures)
 from utils.checkpoint import save_checkpoint
 
 

@@ -10,7 +10,7 @@ from segmentation.evaluation import (Protocol, probabilities, probabilities_msf,
                                      probabilities_whole, window_starts)
 from segmentation.models import deeplab_v2
 from tests.helpers import log_lines
-from tests.test_seg_main import common, labeller, run, voc  # noqa: F401 (fixtures)
+from tests.test_seg_main import common, labeller, quiet, run, voc  # noqa: F401 (fixtures)
 
 
 def test_state_3_protocols_agree_where_they_must(voc, labeller, tmp_path, capsys):
