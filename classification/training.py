@@ -60,8 +60,8 @@ from utils.losses import (batch_mean, classification_weights, dmt_loss, gamma_ra
                           mixup_weighted_ce, sample_lambda)
 from utils.run_log import RunLogger, finish_run, save_config
 from utils.schedules import SGD_MOMENTUM, cosine_scheduler
-from utils.trainer import (EpochStream, FitResult, Trainer, average_bn_statistics_, paired_batches, rank_share,
-                           rank_world, to_device)
+from utils.trainer import (EpochStream, FitResult, Trainer, average_bn_statistics_, gather_shares, paired_batches,
+                           rank_share, rank_world, to_device)
 
 PSEUDO_STREAM_SEED_OFFSET = 7919  # the pseudo stream's shuffling/augmentation seed differs from the labelled one's
 
@@ -118,13 +118,8 @@ class Share:
         self.start, self.stop = rank_share(global_size, rank, world)
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """The global batch's rows of ``x`` (this rank's share) from every rank, in batch order
-        (padded to the largest share for one all_gather on the device)."""
-        padded = x.new_zeros((max(self.sizes),) + tuple(x.shape[1:]))
-        padded[: x.shape[0]] = x
-        gathered = [torch.empty_like(padded) for _ in self.sizes]
-        dist.all_gather(gathered, padded.contiguous())
-        return torch.cat([g[:n] for g, n in zip(gathered, self.sizes)], dim=0)
+        """The global batch's rows of ``x`` (this rank's share) from every rank, in batch order."""
+        return gather_shares(x, self.sizes)
 
 
 def share_of(global_size: int) -> Share | None:

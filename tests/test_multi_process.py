@@ -160,7 +160,7 @@ def batch_and_bn_cases(rank: int, world: int) -> None:
     """The ranks' shares of the step batches, gathered in rank order, are the single-process
     batches; running means averaged over the ranks are the whole batch's."""
     from utils.distributed import all_gather_cat
-    from utils.trainer import EpochStream, average_bn_statistics_, paired_batches
+    from utils.trainer import EpochStream, average_bn_statistics_, gather_shares, paired_batches
 
     class Numbers(torch.utils.data.Dataset):
         def __init__(self, n, offset):
@@ -188,9 +188,10 @@ def batch_and_bn_cases(rank: int, world: int) -> None:
     init(rank, world)
     shares = [pair for pair, _ in zip(paired_batches(*streams(), start=2), range(5))]
     for step, (p, l) in enumerate(shares):
-        gathered = all_gather_cat(torch.cat([p, l]), [hi - lo for lo, hi in
-                                                      (rank_share(len(single[step]), r, world) for r in range(world))])
+        gathered = gather_shares(torch.cat([p, l]), [hi - lo for lo, hi in
+                                                     (rank_share(len(single[step]), r, world) for r in range(world))])
         assert torch.equal(gathered, single[step]), (step, gathered, single[step])
+        assert torch.equal(all_gather_cat(torch.cat([p, l])), single[step])  # lengths gathered first
         assert (p[:, 0] < 100).all() and (l[:, 0] >= 100).all()  # each rank knows which rows are pseudo
     lo, hi = rank_share(7)
     bn = nn.BatchNorm1d(3, momentum=0.5)

@@ -83,24 +83,18 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_gather_cat(tensor: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate along dim 0 the tensors of every rank (their lengths may differ), in rank order.
-
-    ``sizes``: every rank's length when the caller knows them (the training steps do: they follow
-    from the global batch), which saves a collective and a device→host read."""
+    The lengths are gathered first; the gather itself is :func:`utils.trainer.gather_shares`, the
+    one the training steps call with lengths they already know."""
     if not info().enabled:
         return tensor
-    world = dist.get_world_size()
-    if sizes is None:
-        length = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
-        lengths = [torch.zeros_like(length) for _ in range(world)]
-        dist.all_gather(lengths, length)
-        sizes = [int(n.item()) for n in lengths]
-    padded = tensor.new_zeros((max(sizes),) + tuple(tensor.shape[1:]))
-    padded[: tensor.shape[0]] = tensor
-    gathered = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(gathered, padded.contiguous())
-    return torch.cat([g[:n] for g, n in zip(gathered, sizes)], dim=0)
+    from utils.trainer import gather_shares  # here: utils.trainer imports this module (through utils.cost)
+
+    length = torch.tensor([tensor.shape[0]], device=tensor.device, dtype=torch.long)
+    lengths = [torch.zeros_like(length) for _ in range(dist.get_world_size())]
+    dist.all_gather(lengths, length)
+    return gather_shares(tensor, [int(n.item()) for n in lengths])
 
 
 def all_gather_object(obj: Any) -> list[Any]:

@@ -56,6 +56,16 @@ def rank_share(global_size: int, rank: int | None = None, world: int | None = No
     return start, start + base + (1 if rank < extra else 0)
 
 
+def gather_shares(x: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """Every rank's rows of ``x`` (``sizes``: each rank's count, e.g. from :func:`rank_share`)
+    concatenated in rank order: one all_gather on the device, padded to the largest share."""
+    padded = x.new_zeros((max(sizes),) + tuple(x.shape[1:]))
+    padded[: x.shape[0]] = x
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded.contiguous())
+    return torch.cat([g[:n] for g, n in zip(gathered, sizes)], dim=0)
+
+
 def _mix(*values: int) -> int:
     """A 63-bit seed from a few integers (splitmix-style, stable across runs and platforms)."""
     x = 0x9E3779B97F4A7C15
