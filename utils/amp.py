@@ -14,8 +14,6 @@ scheduler still steps, as the original's did).
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from utils.errors import UserError
@@ -63,8 +61,6 @@ class Precision:
     def enabled(self) -> bool:
         return self.mode != "fp32"
 
-    def autocast(self):
-        """The autocast context for evaluation and labelling (a null context in fp32)."""
-        if not self.enabled:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+    def autocast(self) -> torch.autocast:
+        """``torch.autocast(**autocast_kwargs)`` (disabled in fp32), for evaluation and labelling."""
+        return torch.autocast(**self.autocast_kwargs)
