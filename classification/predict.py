@@ -50,15 +50,16 @@ def main(argv: Sequence[str] | None = None) -> list[tuple[str, int, str, float]]
     from classification.run_config import BACKBONES
     from data.synthetic import CIFAR_LABEL_NAMES
     from segmentation.datasets import read_rgb
-    from utils.checkpoint import load_model_weights
+    from utils.checkpoint import load_checkpoint, load_model_weights
     from utils.io import write_text_atomic
     from utils.runtime import resolve_device
 
     device = resolve_device(args.device)
+    state = load_checkpoint(args.checkpoint)  # read once; a missing or unreadable file ends here
     for name in BACKBONES:  # the network whose shapes the checkpoint's weights fit
         model = build_backbone(name)
         try:
-            load_model_weights(model, args.checkpoint)
+            load_model_weights(model, state, name=str(args.checkpoint))
             break
         except UserError:
             if name == BACKBONES[-1]:
