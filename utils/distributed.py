@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from utils.cli import launch_rank, launch_world_size
 from utils.errors import UserError
 
 
@@ -39,10 +40,10 @@ class DistInfo:
 
 def setup(device: torch.device) -> tuple[torch.device, DistInfo]:
     """Initialise the process group when launched by torchrun; returns this rank's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = launch_world_size()
     if world <= 1:
         return device, DistInfo()
-    rank = int(os.environ["RANK"])
+    rank = launch_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
