@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 import torch
 
+from utils.cli import ArgumentParser
 from utils.cost import device_name
 from utils.errors import UserError
 from utils.io import write_text_atomic
@@ -22,7 +23,7 @@ SEED = 0   # seeds the benchmarks' random inputs and weights (their speed does n
 
 def parser(prog: str, doc: str) -> argparse.ArgumentParser:
     """An argument parser described by the first paragraph of ``doc`` (the benchmark's docstring)."""
-    return argparse.ArgumentParser(prog=prog, description=" ".join(doc.split("\n\n")[0].split()))
+    return ArgumentParser(prog=prog, description=" ".join(doc.split("\n\n")[0].split()))
 
 
 def add_channels_last(p: argparse.ArgumentParser) -> None:

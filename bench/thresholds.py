@@ -5,7 +5,6 @@ per-class numpy sort, on the same samples; checks that both give identical thres
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from typing import Sequence
@@ -13,6 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from utils.cli import ArgumentParser
 from utils.errors import run_cli
 from utils.pseudo_labels import class_balanced_thresholds
 from utils.runtime import resolve_device
@@ -45,7 +45,7 @@ def best_of(fn, repeats: int, sync=lambda: None) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m bench.thresholds", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m bench.thresholds", description=__doc__.splitlines()[0])
     p.add_argument("--samples", type=int, default=10_000_000)
     p.add_argument("--classes", type=int, default=21)
     p.add_argument("--ratio", type=float, default=0.2)

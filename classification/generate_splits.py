@@ -37,6 +37,7 @@ import numpy as np
 from classification.cifar import (DOWNLOAD_HINT, NUM_CLASSES, TEST_BATCH, CifarArrays, cifar_folder, read_labelled,
                                   read_official_train, write_labelled)
 from classification.run_config import TEST_SET, VALTINY_SET
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import write_bytes_atomic
 
@@ -108,7 +109,7 @@ def _check_args(sizes: Sequence[int], seeds: Sequence[int], val_size: int, valti
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m classification.generate_splits",
+    p = ArgumentParser(prog="python -m classification.generate_splits",
                                 description="Write the CIFAR-10 valtiny/train and labelled/unlabelled split pickles.")
     p.add_argument("--root", required=True, help="folder that contains cifar-10-batches-py/ (files are written there)")
     p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),

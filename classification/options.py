@@ -11,7 +11,7 @@ import time
 from typing import Sequence
 
 from classification.run_config import BACKBONES, VALTINY_SET
-from utils.cli import add_label_quality_args, add_runtime_args
+from utils.cli import ArgumentParser, add_label_quality_args, add_runtime_args
 from utils.errors import UserError
 
 DEFAULT_DATA_ROOT = "datasets/cifar10"
@@ -68,7 +68,7 @@ def _add_shared(p: argparse.ArgumentParser, *, n: int, m: int, alpha: float | No
 
 
 def build_fs_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m classification.main_fs",
         description="Supervised WRN-28-2 on CIFAR-10 with mixup (--state 1), or test a checkpoint (--state 2).")
     p.add_argument("--ra", action="store_true", help="RandomRandAugment (default: AutoAugment + Cutout)")
@@ -81,7 +81,7 @@ def build_fs_parser() -> argparse.ArgumentParser:
 
 
 def build_dmt_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m classification.main_dmt",
         description="DMT / curriculum labelling on CIFAR-10: label the unlabelled split (--labeling), "
                     "or train a fresh WRN-28-2 on [pseudo; labelled] batches.")

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 from segmentation.predict import list_images
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 
 BATCH = 256
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m classification.predict",
+    p = ArgumentParser(prog="python -m classification.predict",
                                 description="Class and confidence of a CIFAR-10 WRN-28-2 for any images.")
     p.add_argument("--checkpoint", required=True, help="a snapshot, an EMA file (<exp>--ema.pt) or a state dict")
     p.add_argument("--input", required=True, help="an image file, or a folder of image files")

@@ -31,6 +31,7 @@ from torchvision.datasets import CIFAR10
 from torchvision.datasets.utils import calculate_md5, check_integrity, download_url, extract_archive
 
 from classification.cifar import read_labelled
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import require_dir
 
@@ -121,7 +122,7 @@ def count_images(folder: Path) -> dict[str, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data.prepare_cifar10",
+    p = ArgumentParser(prog="python -m data.prepare_cifar10",
                                 description="Verify/extract CIFAR-10 (python version) against the official md5 sums.")
     p.add_argument("--root", required=True,
                    help=f"folder holding {CIFAR10.filename} and/or {CIFAR10.base_folder}/")

@@ -35,6 +35,7 @@ from segmentation.datasets import read_index_png
 from segmentation.run_config import CITY_NUM_CLASSES
 from segmentation.generate_splits import id_list_text
 from segmentation.transforms import CITY_NUM_LABEL_IDS, IGNORE_INDEX, city_label_lut
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import require_dir, write_text_atomic
 
@@ -106,7 +107,7 @@ def check_labels(city_root: Path, split: str, entries: Sequence[str], workers: i
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data.prepare_cityscapes",
+    p = ArgumentParser(prog="python -m data.prepare_cityscapes",
                                 description="Check a Cityscapes folder and write data_lists/{train,val}.txt.")
     p.add_argument("--city-root", default="datasets/cityscapes",
                    help="the Cityscapes folder (leftImg8bit/, gtFine/)")

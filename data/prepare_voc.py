@@ -41,6 +41,7 @@ from segmentation.run_config import VOC_NUM_CLASSES
 from segmentation.generate_splits import id_list_text
 from segmentation.palette import VOC_PALETTE
 from segmentation.transforms import IGNORE_INDEX
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path, read_id_list, require_dir, write_text_atomic
 
@@ -139,7 +140,7 @@ def convert_one(job: tuple[Path, Path, Path]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data.prepare_voc",
+    p = ArgumentParser(prog="python -m data.prepare_voc",
                                 description="Build VOC 2012 SegmentationClassAug + trainaug.txt from VOC 2012 and SBD.")
     p.add_argument("--voc-root", default="datasets/VOCdevkit/VOC2012",
                    help="the VOC2012 folder (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/)")

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segmentation.generate_splits import id_list_text
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import require_dir, write_text_atomic
 
@@ -34,7 +35,7 @@ def list_split(city_root: Path, split: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segmentation.cityscapes_lists",
+    p = ArgumentParser(prog="python -m segmentation.cityscapes_lists",
                                 description="Write Cityscapes data_lists/{train,val,test}.txt.")
     p.add_argument("--city-root", default="datasets/cityscapes", help="the Cityscapes folder (holding leftImg8bit/)")
     return p

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from segmentation.models import deeplab_v2, read_state_dict
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import atomic_path
 
@@ -93,7 +94,7 @@ def load_source(path: Path) -> dict[str, torch.Tensor]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segmentation.convert_coco", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m segmentation.convert_coco", description=__doc__.split("\n")[0])
     p.add_argument("--source", default="resnet101COCO-41f33a49.pth", help=f"the file from {COCO_URL}")
     p.add_argument("--num-classes", type=int, choices=[21, 19], default=21, help="21 = VOC, 19 = Cityscapes")
     p.add_argument("--out", default=None,

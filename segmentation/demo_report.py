@@ -22,7 +22,6 @@ unlabelled images' ground truth.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image
 
 from segmentation.palette import voc_palette
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import write_bytes_atomic, write_text_atomic
 from utils.run_log import RunLogger, parse_log_line
@@ -219,7 +219,7 @@ def figure(summary: dict, out: Path, exp: str, image_dir: Path, samples: int = 4
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m segmentation.demo_report", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m segmentation.demo_report", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="the demo's output folder (OUT of the script)")
     p.add_argument("--exp", required=True, help="experiment name prefix of the runs, e.g. demo-0")
     p.add_argument("--data-root", required=True, help="the VOC2012 folder of the demo's data")

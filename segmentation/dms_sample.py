@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segmentation.generate_splits import NUM_SPLITS, SEED, id_list_text
+from utils.cli import ArgumentParser
 from utils.errors import run_cli
 from utils.io import read_id_list, write_text_atomic
 
@@ -46,7 +47,7 @@ def dms_files(sets_dir: Path, factors: Sequence[str], num_splits: int = NUM_SPLI
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segmentation.dms_sample",
+    p = ArgumentParser(prog="python -m segmentation.dms_sample",
                                 description="Write the DMS left/right labelled subsets {f}-l / {f}-r.")
     p.add_argument("--sets-dir", default="datasets/VOCdevkit/VOC2012/ImageSets/Segmentation",
                    help="folder holding {f}_labeled_{i}.txt; the new files go there too")

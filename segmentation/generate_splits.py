@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import read_id_list, write_text_atomic
 
@@ -81,7 +82,7 @@ def write_splits(files: dict[str, list[str]], out_dir: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segmentation.generate_splits",
+    p = ArgumentParser(prog="python -m segmentation.generate_splits",
                                 description="Write the released DMT labelled/unlabelled split files.")
     p.add_argument("--dataset", choices=sorted(DEFAULT_FACTORS), default="voc")
     p.add_argument("--train-list", default=None,

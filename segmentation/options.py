@@ -9,13 +9,13 @@ import argparse
 import time
 from typing import Sequence
 
-from utils.cli import add_label_quality_args, add_runtime_args
+from utils.cli import ArgumentParser, add_label_quality_args, add_runtime_args
 
 STATES = {1: "dmt (or labelling with --labeling)", 2: "supervised", 3: "test"}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m segmentation.main",
         description="DMT semantic segmentation: supervised training (--state 2), pseudo-labelling "
                     "(--state 1 --labeling), DMT training (--state 1) and testing (--state 3).")

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
@@ -41,7 +42,7 @@ CHEAP_FIRST = ("tiny", "mobilenet_v3_large", "resnet50", "resnet101")  # backbon
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segmentation.predict",
+    p = ArgumentParser(prog="python -m segmentation.predict",
                                 description="Palette PNG masks and overlays of a segmentation snapshot's "
                                             "predictions on any images.")
     p.add_argument("--checkpoint", required=True, help="a snapshot (<exp>.pt) or a COCO-converted checkpoint")

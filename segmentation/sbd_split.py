@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segmentation.generate_splits import id_list_text
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import read_id_list, require_dir, write_text_atomic
 
@@ -26,7 +27,7 @@ def sbd_split(trainaug: Sequence[str], train: Sequence[str]) -> tuple[list[str],
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m segmentation.sbd_split",
+    p = ArgumentParser(prog="python -m segmentation.sbd_split",
                                 description="Write train_labeled_0.txt / train_unlabeled_0.txt (VOC train vs SBD).")
     p.add_argument("--voc-root", default="datasets/VOCdevkit/VOC2012",
                    help="the VOC2012 folder (its ImageSets/Segmentation holds trainaug.txt and train.txt)")

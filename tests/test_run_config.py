@@ -155,3 +155,17 @@ def test_stride_default_is_two_thirds_rounded_up():
     from segmentation.run_config import default_stride
     assert default_stride((321, 321)) == (math.ceil(642 / 3),) * 2 == (214, 214)
     assert default_stride((1, 2)) == (1, 2)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["segmentation.main", "--loss", "bogus"], "--loss"),
+    (["classification.main_dmt", "--backbone", "resnet18"], "--backbone"),
+    (["classification.main_fs", "--epochs", "x"], "--epochs"),
+    (["utils.report"], "LOG_OR_DIR"),
+    (["utils.reproduce", "plan", "voc", "--nope"], "--nope")], ids=lambda v: v[0] if isinstance(v, list) else "")
+def test_a_bad_flag_is_one_line_and_exit_2(argv, flag):
+    """argparse's errors too (utils.cli.ArgumentParser): one line naming the flag, no usage dump."""
+    proc = subprocess.run([sys.executable, "-m", *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and flag in lines[0] and lines[0].endswith("--help"), lines[0]

@@ -19,6 +19,14 @@ if TYPE_CHECKING:  # only for annotations: importing torch costs seconds
     from utils.amp import Precision
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors as one line, as every other bad input here: ``error: MESSAGE; see
+    PROG --help`` on stderr, exit 2 (argparse's own prints the whole usage first)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
 def add_runtime_args(p: argparse.ArgumentParser, default_workers: int = 4, default_seed: int = 1) -> None:
     g = p.add_argument_group("runtime")
     g.add_argument("--seed", type=int, default=default_seed, help="seeds torch, random and numpy")

@@ -44,6 +44,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.io import require_writable_dir, write_text_atomic
 from utils.paper_results import (BEST_TAG, CLS_EXPERIMENTS, EXPERIMENTS, PAPER, PAPER_TABLES, SEG_EXPERIMENTS,
@@ -66,7 +67,7 @@ __all__ = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m utils.report",
+    p = ArgumentParser(prog="python -m utils.report",
                                 description="Markdown tables of the log.txt results beside the paper's numbers.")
     p.add_argument("paths", nargs="+", metavar="LOG_OR_DIR", help="log.txt files, or folders searched for log.txt")
     p.add_argument("--gpu-hours", action="store_true", help="add GPU-hours (wall_s × procs) per experiment and overall")

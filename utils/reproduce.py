@@ -15,7 +15,6 @@ schedule the shell would run on its slots (``show``), the results table of a tab
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shlex
@@ -23,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from utils.cli import ArgumentParser
 from utils.errors import UserError, run_cli
 from utils.reproduce_hours import Projector
 from utils.reproduce_plan import ALL, REPO, TABLES, Job, build_plan, experiment_table, job_env
@@ -154,7 +154,7 @@ def parse_slots(text: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m utils.reproduce", description="The plan of ./reproduce.sh.")
+    p = ArgumentParser(prog="python -m utils.reproduce", description="The plan of ./reproduce.sh.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("tables")
     for name in ("plan", "show", "summary"):

@@ -1,7 +1,6 @@
 """``python -m data.synthetic``: the command line of the synthetic dataset generators."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
@@ -9,11 +8,12 @@ from data.synthetic.cifar10 import make_cifar10
 from data.synthetic.cityscapes import CITY_DEFAULT_SIZE, make_cityscapes
 from data.synthetic.common import KIND_CODES
 from data.synthetic.voc import VOC_DEFAULT_SIZE_RANGE, make_voc
+from utils.cli import ArgumentParser
 from utils.errors import UserError
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m data.synthetic",
         description="Write a small deterministic synthetic dataset in the official on-disk format.")
     parser.add_argument("--kind", required=True, choices=sorted(KIND_CODES))
